@@ -1,0 +1,180 @@
+// Package dispatch is the domain of the engine: bookings, drivers, offers, fares, the states a
+// booking moves through and the rules for moving, and the matching loop that pairs searching
+// bookings with nearby free drivers.
+//
+// It owns no I/O. What it needs from the outside it names as interfaces (BookingStore, Locator,
+// Publisher) which geo, store and realtime implement; it imports none of them.
+package dispatch
+
+import (
+	"errors"
+	"time"
+)
+
+// Domain errors. Adapters translate their driver errors into these; api maps them to statuses.
+var (
+	ErrNotFound            = errors.New("not found")
+	ErrConflict            = errors.New("conflict")
+	ErrInvalid             = errors.New("invalid argument")
+	ErrForbidden           = errors.New("permission denied")
+	ErrIdempotencyMismatch = errors.New("idempotency key reused with a different request")
+	ErrUnavailable         = errors.New("unavailable")
+)
+
+// Status is the state of a booking (API.md "Booking status").
+type Status string
+
+const (
+	StatusScheduled   Status = "scheduled"
+	StatusSearching   Status = "searching"
+	StatusAssigned    Status = "assigned"
+	StatusArrived     Status = "arrived"
+	StatusInProgress  Status = "in_progress"
+	StatusCompleted   Status = "completed"
+	StatusCancelled   Status = "cancelled"
+	StatusUnfulfilled Status = "unfulfilled"
+)
+
+// Active reports whether a booking in this state holds its driver.
+func (s Status) Active() bool {
+	return s == StatusAssigned || s == StatusArrived || s == StatusInProgress
+}
+
+// Terminal reports whether no transition leaves this state.
+func (s Status) Terminal() bool {
+	return s == StatusCompleted || s == StatusCancelled || s == StatusUnfulfilled
+}
+
+// Valid reports whether s is a known status.
+func (s Status) Valid() bool {
+	switch s {
+	case StatusScheduled, StatusSearching, StatusAssigned, StatusArrived, StatusInProgress,
+		StatusCompleted, StatusCancelled, StatusUnfulfilled:
+		return true
+	}
+	return false
+}
+
+// Transmission is what a car needs its driver to be able to drive.
+type Transmission string
+
+const (
+	Manual    Transmission = "manual"
+	Automatic Transmission = "automatic"
+)
+
+// Place is a pickup point.
+type Place struct {
+	Lat     float64 `json:"lat"`
+	Lng     float64 `json:"lng"`
+	Address string  `json:"address,omitempty"`
+}
+
+// Car is the customer's car as far as matching cares.
+type Car struct {
+	Transmission Transmission `json:"transmission"`
+}
+
+// DriverRef is the driver as shown on a booking.
+type DriverRef struct {
+	ID     string  `json:"id"`
+	Name   string  `json:"name"`
+	Rating float64 `json:"rating"`
+}
+
+// Booking is a customer's request for a driver for some hours, and what became of it.
+type Booking struct {
+	ID           string     `json:"id"`
+	Status       Status     `json:"status"`
+	CustomerID   string     `json:"customer_id"`
+	Pickup       Place      `json:"pickup"`
+	Hours        int        `json:"hours"`
+	StartAt      time.Time  `json:"start_at"`
+	CreatedAt    time.Time  `json:"created_at"`
+	Car          Car        `json:"car"`
+	Driver       *DriverRef `json:"driver,omitempty"`
+	OTP          string     `json:"otp,omitempty"`
+	Fare         Fare       `json:"fare"`
+	ArrivedAt    *time.Time `json:"arrived_at,omitempty"`
+	StartedAt    *time.Time `json:"started_at,omitempty"`
+	EndedAt      *time.Time `json:"ended_at,omitempty"`
+	CancelReason string     `json:"cancel_reason,omitempty"`
+	// Version grows by one with every change; conditional updates fence on it.
+	Version int64 `json:"-"`
+}
+
+// DriverID is the assigned driver's id, or "".
+func (b Booking) DriverID() string {
+	if b.Driver == nil {
+		return ""
+	}
+	return b.Driver.ID
+}
+
+// Public is the booking as shown to someone other than its customer: without the OTP.
+func (b Booking) Public() Booking {
+	b.OTP = ""
+	return b
+}
+
+// Change is one transition of a booking. A store applies it as one conditional update, with its
+// audit row and its outbox event in the same transaction, or not at all.
+type Change struct {
+	BookingID string
+	// From lists the states the booking may be in; any other answers ErrConflict.
+	From []Status
+	To   Status
+	// Version, when non-zero, must equal the booking's current version (else ErrConflict).
+	Version int64
+	// Driver: for To == StatusAssigned the driver to set (ErrConflict when that driver already
+	// holds another active booking). For other changes, when set, the booking's current driver
+	// must be this one (else ErrConflict).
+	Driver *DriverRef
+	// ClearDriver removes the driver (a driver cancelling after accepting: back to searching).
+	ClearDriver bool
+	// Fare, when set, replaces the booking's fare (the final fare at completion).
+	Fare   *Fare
+	Actor  string // "customer:c1", "driver:d7", "dispatcher:x", "system"
+	Reason string
+	At     time.Time
+}
+
+// OfferStatus is the state of one offer of a booking to a driver.
+type OfferStatus string
+
+const (
+	OfferOpen     OfferStatus = "open"
+	OfferAccepted OfferStatus = "accepted"
+	OfferDeclined OfferStatus = "declined"
+	OfferExpired  OfferStatus = "expired"
+	OfferRevoked  OfferStatus = "revoked"
+)
+
+// Offer is a booking offered to one driver until ExpiresAt.
+type Offer struct {
+	ID        string      `json:"offer_id"`
+	BookingID string      `json:"booking_id"`
+	DriverID  string      `json:"-"`
+	Status    OfferStatus `json:"-"`
+	DistanceM int         `json:"distance_m"`
+	CreatedAt time.Time   `json:"-"`
+	ExpiresAt time.Time   `json:"expires_at"`
+}
+
+// BookingFilter selects bookings for a list. Empty fields match everything.
+type BookingFilter struct {
+	Status     Status
+	CustomerID string
+	DriverID   string
+	Limit      int
+}
+
+// Event is a change of a booking as published to the realtime layer. Consumers drop
+// duplicates by ID: delivery is at least once.
+type Event struct {
+	ID        string    `json:"id"`
+	Type      string    `json:"type"` // "booking"
+	BookingID string    `json:"booking_id"`
+	Booking   Booking   `json:"booking"`
+	At        time.Time `json:"at"`
+}
