@@ -178,3 +178,31 @@ type Event struct {
 	Booking   Booking   `json:"booking"`
 	At        time.Time `json:"at"`
 }
+
+// ErrorCode is the API error code (API.md "Conventions") of an error.
+func ErrorCode(err error) string {
+	switch {
+	case errors.Is(err, ErrInvalid):
+		return "invalid_argument"
+	case errors.Is(err, ErrNotFound):
+		return "not_found"
+	case errors.Is(err, ErrForbidden):
+		return "permission_denied"
+	case errors.Is(err, ErrConflict):
+		return "conflict"
+	case errors.Is(err, ErrIdempotencyMismatch):
+		return "idempotency_mismatch"
+	case errors.Is(err, ErrUnavailable):
+		return "unavailable"
+	}
+	return "internal"
+}
+
+// ErrorMessage is what a client may be told of an error: the message of domain errors, and
+// nothing of internal ones.
+func ErrorMessage(err error) string {
+	if ErrorCode(err) == "internal" {
+		return "internal error"
+	}
+	return err.Error()
+}

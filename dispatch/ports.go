@@ -77,3 +77,81 @@ func (d DriverProfile) Ref() DriverRef { return DriverRef{ID: d.ID, Name: d.Name
 type Publisher interface {
 	Publish(ctx context.Context, e Event) error
 }
+
+// DriverState is a driver's availability as the dispatcher sees it (API.md "DriverView").
+type DriverState string
+
+const (
+	DriverOffline   DriverState = "offline"
+	DriverAvailable DriverState = "available"
+	DriverOffered   DriverState = "offered"
+	DriverAssigned  DriverState = "assigned"
+	DriverOnTrip    DriverState = "on_trip"
+)
+
+// Point is a driver's location as sent by the phone (API.md "location").
+type Point struct {
+	Lat     float64 `json:"lat"`
+	Lng     float64 `json:"lng"`
+	Acc     float64 `json:"acc,omitempty"`
+	Heading float64 `json:"heading,omitempty"`
+	Speed   float64 `json:"speed,omitempty"`
+	TS      int64   `json:"ts"` // Unix milliseconds
+}
+
+// Position is a driver's latest indexed location and state.
+type Position struct {
+	DriverID string
+	Lat      float64
+	Lng      float64
+	Heading  float64
+	State    DriverState
+	At       time.Time
+}
+
+// Nearby is a driver found near a point, with its exact distance.
+type Nearby struct {
+	Position
+	DistanceM float64
+}
+
+// Locator is the location index. All methods are safe for concurrent use.
+type Locator interface {
+	// Nearby returns up to limit drivers within radiusM of (lat, lng), nearest first, among
+	// those for which keep returns true (keep may be nil).
+	Nearby(ctx context.Context, lat, lng, radiusM float64, limit int, keep func(Position) bool) ([]Nearby, error)
+	// Position returns a driver's latest position, or ErrNotFound.
+	Position(ctx context.Context, driverID string) (Position, error)
+	// SetState records a driver's state, in the index and as the driver's own record.
+	SetState(ctx context.Context, driverID string, s DriverState) error
+	// State returns a driver's recorded state (DriverOffline when unknown).
+	State(ctx context.Context, driverID string) (DriverState, error)
+	// Reserve takes the driver's lease for ttl if nobody holds it; it reports whether it did.
+	Reserve(ctx context.Context, driverID, token string, ttl time.Duration) (bool, error)
+	// Release drops the lease if token still holds it.
+	Release(ctx context.Context, driverID, token string) error
+}
+
+// MatchStore is what the matching loop needs: the store and its work queue.
+type MatchStore interface {
+	BookingStore
+	// SearchingBookings lists searching bookings, oldest first.
+	SearchingBookings(ctx context.Context, limit int) ([]Booking, error)
+}
+
+// DriverView is a driver as the apps and the live map see it (API.md "DriverView").
+type DriverView struct {
+	ID        string      `json:"id"`
+	Name      string      `json:"name,omitempty"`
+	Lat       float64     `json:"lat"`
+	Lng       float64     `json:"lng"`
+	Heading   float64     `json:"heading"`
+	State     DriverState `json:"state"`
+	UpdatedAt time.Time   `json:"updated_at"`
+	DistanceM *float64    `json:"distance_m,omitempty"`
+}
+
+// View is the position as a DriverView.
+func (p Position) View() DriverView {
+	return DriverView{ID: p.DriverID, Lat: p.Lat, Lng: p.Lng, Heading: p.Heading, State: p.State, UpdatedAt: p.At}
+}

@@ -1,0 +1,105 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/drivers4me/dispatch/dispatch"
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Roles a token may carry.
+var Roles = []string{"driver", "customer", "dispatcher", "admin"}
+
+// Verifier checks bearer tokens: HS256 only (the algorithm is pinned, so "none" and RS/HS
+// confusion are refused), exp required, issuer and audience checked when configured.
+type Verifier struct {
+	secret   []byte
+	issuer   string
+	audience string
+}
+
+// NewVerifier returns a verifier for tokens signed with secret.
+func NewVerifier(secret []byte, issuer, audience string) *Verifier {
+	return &Verifier{secret: secret, issuer: issuer, audience: audience}
+}
+
+type claims struct {
+	Role string `json:"role"`
+	jwt.RegisteredClaims
+}
+
+// errUnauthenticated is every token failure; the reason stays in the server (never the token).
+var errUnauthenticated = errors.New("unauthenticated")
+
+// Verify returns the actor of a token and when the token expires.
+func (v *Verifier) Verify(token string) (dispatch.Actor, time.Time, error) {
+	opts := []jwt.ParserOption{jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired(), jwt.WithLeeway(5 * time.Second)}
+	if v.issuer != "" {
+		opts = append(opts, jwt.WithIssuer(v.issuer))
+	}
+	if v.audience != "" {
+		opts = append(opts, jwt.WithAudience(v.audience))
+	}
+	var c claims
+	_, err := jwt.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return v.secret, nil }, opts...)
+	if err != nil {
+		return dispatch.Actor{}, time.Time{}, fmt.Errorf("%w: %v", errUnauthenticated, err)
+	}
+	if c.Subject == "" || len(c.Subject) > 128 {
+		return dispatch.Actor{}, time.Time{}, fmt.Errorf("%w: sub missing or too long", errUnauthenticated)
+	}
+	known := false
+	for _, r := range Roles {
+		known = known || r == c.Role
+	}
+	if !known {
+		return dispatch.Actor{}, time.Time{}, fmt.Errorf("%w: unknown role", errUnauthenticated)
+	}
+	return dispatch.Actor{ID: c.Subject, Role: c.Role}, c.ExpiresAt.Time, nil
+}
+
+// FromRequest finds the token in the Authorization header or, for browsers' sockets, in the
+// Sec-WebSocket-Protocol offer "bearer.<jwt>", and verifies it.
+func (v *Verifier) FromRequest(r *http.Request) (dispatch.Actor, time.Time, error) {
+	if h := r.Header.Get("Authorization"); h != "" {
+		tok, ok := strings.CutPrefix(h, "Bearer ")
+		if !ok {
+			return dispatch.Actor{}, time.Time{}, fmt.Errorf("%w: not a bearer token", errUnauthenticated)
+		}
+		return v.Verify(strings.TrimSpace(tok))
+	}
+	for _, p := range websocketProtocols(r) {
+		if tok, ok := strings.CutPrefix(p, "bearer."); ok {
+			return v.Verify(tok)
+		}
+	}
+	return dispatch.Actor{}, time.Time{}, fmt.Errorf("%w: no token", errUnauthenticated)
+}
+
+func websocketProtocols(r *http.Request) []string {
+	var out []string
+	for _, h := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for _, p := range strings.Split(h, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// Sign makes a token (for `dispatchd token`, the simulator and tests).
+func Sign(secret []byte, role, sub string, ttl time.Duration, issuer, audience string) (string, error) {
+	c := claims{Role: role, RegisteredClaims: jwt.RegisteredClaims{
+		Subject: sub, Issuer: issuer, IssuedAt: jwt.NewNumericDate(time.Now()),
+		ExpiresAt: jwt.NewNumericDate(time.Now().Add(ttl)),
+	}}
+	if audience != "" {
+		c.Audience = jwt.ClaimStrings{audience}
+	}
+	return jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(secret)
+}

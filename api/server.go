@@ -1,0 +1,420 @@
+// Package api owns the REST handlers, authentication, the one mapping from domain errors to
+// HTTP statuses, and the dispatchers' live map embedded in the binary.
+//
+// api must not hold state of its own nor talk to Redis or MySQL directly: it calls
+// dispatch.Service and the narrow interfaces it is given.
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"embed"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"io/fs"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/drivers4me/dispatch/dispatch"
+	"github.com/rs/zerolog"
+)
+
+//go:embed web/index.html web/app.js web/app.css web/favicon.svg web/vendor
+var webFS embed.FS
+
+// maxBody bounds every request body.
+const maxBody = 16 << 10
+
+// Options configure a Server.
+type Options struct {
+	Verifier *Verifier
+	// Ready answers nil while the process can serve (Redis, MySQL, schema) and is not draining.
+	Ready func(ctx context.Context) error
+	// Sockets serves GET /v1/ws (nil: this process is no gateway).
+	Sockets http.Handler
+	// Tiles is the map's tile URL template ("" : plain background).
+	Tiles string
+	// Roles this process serves: API routes only with "api".
+	ServeAPI bool
+}
+
+// Server is the HTTP surface.
+type Server struct {
+	svc  *dispatch.Service
+	loc  dispatch.Locator
+	opts Options
+	log  zerolog.Logger
+}
+
+// NewServer returns a Server.
+func NewServer(svc *dispatch.Service, loc dispatch.Locator, opts Options, log zerolog.Logger) *Server {
+	return &Server{svc: svc, loc: loc, opts: opts, log: log}
+}
+
+// Handler is the whole HTTP surface with its middleware.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, map[string]string{"status": "ok"}) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := s.opts.Ready(ctx); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": err.Error()})
+			return
+		}
+		writeJSON(w, 200, map[string]string{"status": "ready"})
+	})
+	if s.opts.Sockets != nil {
+		mux.Handle("GET /v1/ws", s.opts.Sockets)
+	}
+	if s.opts.ServeAPI {
+		mux.HandleFunc("POST /v1/quotes", s.auth(s.quote))
+		mux.HandleFunc("POST /v1/bookings", s.auth(s.createBooking))
+		mux.HandleFunc("GET /v1/bookings", s.auth(s.listBookings))
+		mux.HandleFunc("GET /v1/bookings/{id}", s.auth(s.getBooking))
+		mux.HandleFunc("POST /v1/bookings/{id}/cancel", s.auth(s.cancel))
+		mux.HandleFunc("POST /v1/bookings/{id}/assign", s.auth(s.assign))
+		mux.HandleFunc("POST /v1/bookings/{id}/arrive", s.auth(s.arrive))
+		mux.HandleFunc("POST /v1/bookings/{id}/start", s.auth(s.start))
+		mux.HandleFunc("POST /v1/bookings/{id}/end", s.auth(s.end))
+		mux.HandleFunc("GET /v1/drivers/nearby", s.auth(s.nearby))
+		mux.HandleFunc("GET /v1/drivers/{id}", s.auth(s.driver))
+		mux.HandleFunc("GET /config.json", s.mapConfig)
+		web, _ := fs.Sub(webFS, "web")
+		mux.Handle("GET /", http.FileServerFS(web))
+	}
+	for _, m := range []string{"GET", "POST", "PUT", "PATCH", "DELETE"} {
+		mux.HandleFunc(m+" /v1/", func(w http.ResponseWriter, r *http.Request) {
+			writeError(w, errorf(dispatch.ErrNotFound, "no such endpoint"))
+		})
+	}
+	return securityHeaders(mux)
+}
+
+func securityHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data: https:; connect-src 'self' ws: wss:; style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+		if r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https" {
+			h.Set("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+type handler func(w http.ResponseWriter, r *http.Request, a dispatch.Actor)
+
+// auth verifies the bearer token; a failure is 401 with nothing of the token in logs or answer.
+func (s *Server) auth(h handler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		a, _, err := s.opts.Verifier.FromRequest(r)
+		if err != nil {
+			writeJSON(w, http.StatusUnauthorized, errBody("unauthenticated", "a valid bearer token is required"))
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		h(w, r, a)
+	}
+}
+
+func (s *Server) quote(w http.ResponseWriter, r *http.Request, a dispatch.Actor) {
+	if a.Role != "customer" && !a.Staff() {
+		writeError(w, errorf(dispatch.ErrForbidden, "only customers ask for quotes"))
+		return
+	}
+	var req dispatch.BookingRequest
+	if err := readJSON(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	f, err := s.svc.Quote(req)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, 200, map[string]any{"fare": f})
+}
+
+func (s *Server) createBooking(w http.ResponseWriter, r *http.Request, a dispatch.Actor) {
+	var req dispatch.BookingRequest
+	if err := readJSON(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	canon, _ := json.Marshal(req)
+	sum := sha256.Sum256(canon)
+	b, created, err := s.svc.CreateBooking(r.Context(), a, req, r.Header.Get("Idempotency-Key"), hex.EncodeToString(sum[:]))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	status := http.StatusCreated
+	if !created {
+		w.Header().Set("Idempotent-Replayed", "true")
+	}
+	writeJSON(w, status, b)
+}
+
+func (s *Server) getBooking(w http.ResponseWriter, r *http.Request, a dispatch.Actor) {
+	b, err := s.svc.Booking(r.Context(), a, r.PathValue("id"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, 200, b)
+}
+
+func (s *Server) listBookings(w http.ResponseWriter, r *http.Request, a dispatch.Actor) {
+	q := r.URL.Query()
+	f := dispatch.BookingFilter{Status: dispatch.Status(q.Get("status"))}
+	if f.Status != "" && !f.Status.Valid() {
+		writeError(w, errorf(dispatch.ErrInvalid, "unknown status %q", q.Get("status")))
+		return
+	}
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > 500 {
+			writeError(w, errorf(dispatch.ErrInvalid, "limit must be 1 to 500"))
+			return
+		}
+		f.Limit = n
+	}
+	mine := q.Get("mine") == "true"
+	if !a.Staff() && !mine {
+		writeError(w, errorf(dispatch.ErrForbidden, "only dispatchers list every booking; use mine=true"))
+		return
+	}
+	bs, err := s.svc.Bookings(r.Context(), a, f, mine)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if bs == nil {
+		bs = []dispatch.Booking{}
+	}
+	writeJSON(w, 200, map[string]any{"bookings": bs})
+}
+
+func (s *Server) cancel(w http.ResponseWriter, r *http.Request, a dispatch.Actor) {
+	var req struct {
+		Reason string `json:"reason"`
+	}
+	if err := readJSONOptional(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	s.answer(w)(s.svc.Cancel(r.Context(), a, r.PathValue("id"), req.Reason))
+}
+
+func (s *Server) assign(w http.ResponseWriter, r *http.Request, a dispatch.Actor) {
+	var req struct {
+		DriverID string `json:"driver_id"`
+	}
+	if err := readJSON(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	s.answer(w)(s.svc.Assign(r.Context(), a, r.PathValue("id"), req.DriverID))
+}
+
+func (s *Server) arrive(w http.ResponseWriter, r *http.Request, a dispatch.Actor) {
+	s.answer(w)(s.svc.Arrive(r.Context(), a, r.PathValue("id")))
+}
+
+func (s *Server) start(w http.ResponseWriter, r *http.Request, a dispatch.Actor) {
+	var req struct {
+		OTP string `json:"otp"`
+	}
+	if err := readJSON(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	s.answer(w)(s.svc.Start(r.Context(), a, r.PathValue("id"), req.OTP))
+}
+
+func (s *Server) end(w http.ResponseWriter, r *http.Request, a dispatch.Actor) {
+	s.answer(w)(s.svc.End(r.Context(), a, r.PathValue("id")))
+}
+
+func (s *Server) nearby(w http.ResponseWriter, r *http.Request, a dispatch.Actor) {
+	if !a.Staff() {
+		writeError(w, errorf(dispatch.ErrForbidden, "only dispatchers search drivers"))
+		return
+	}
+	q := r.URL.Query()
+	num := func(name string, def, lo, hi float64) (float64, error) {
+		v := q.Get(name)
+		if v == "" {
+			if def != def { // NaN: required
+				return 0, errorf(dispatch.ErrInvalid, "%s is required", name)
+			}
+			return def, nil
+		}
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f < lo || f > hi || f != f {
+			return 0, errorf(dispatch.ErrInvalid, "%s must be a number within [%g, %g]", name, lo, hi)
+		}
+		return f, nil
+	}
+	nan := func() float64 { var z float64; return z / z }()
+	lat, err := num("lat", nan, -90, 90)
+	if err == nil {
+		var lng, radius, limit float64
+		if lng, err = num("lng", nan, -180, 180); err == nil {
+			if radius, err = num("radius_m", 3000, 1, 50000); err == nil {
+				if limit, err = num("limit", 10, 1, 100); err == nil {
+					near, err := s.loc.Nearby(r.Context(), lat, lng, radius, int(limit), func(p dispatch.Position) bool {
+						return p.State != dispatch.DriverOffline
+					})
+					if err != nil {
+						writeError(w, err)
+						return
+					}
+					out := make([]dispatch.DriverView, len(near))
+					for i, n := range near {
+						out[i] = n.View()
+						d := n.DistanceM
+						out[i].DistanceM = &d
+					}
+					writeJSON(w, 200, map[string]any{"drivers": out})
+					return
+				}
+			}
+		}
+	}
+	writeError(w, err)
+}
+
+func (s *Server) driver(w http.ResponseWriter, r *http.Request, a dispatch.Actor) {
+	id := r.PathValue("id")
+	if !a.Staff() && !(a.Role == "driver" && a.ID == id) {
+		writeError(w, errorf(dispatch.ErrForbidden, "only dispatchers and the driver itself"))
+		return
+	}
+	p, err := s.loc.Position(r.Context(), id)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	v := p.View()
+	if st, err := s.loc.State(r.Context(), id); err == nil {
+		v.State = st
+	}
+	writeJSON(w, 200, v)
+}
+
+func (s *Server) mapConfig(w http.ResponseWriter, r *http.Request) {
+	attribution := ""
+	if s.opts.Tiles != "" {
+		attribution = "© OpenStreetMap contributors"
+	}
+	writeJSON(w, 200, map[string]any{"tiles": s.opts.Tiles, "attribution": attribution, "center": []float64{12.97, 77.59}, "zoom": 12})
+}
+
+func (s *Server) answer(w http.ResponseWriter) func(dispatch.Booking, error) {
+	return func(b dispatch.Booking, err error) {
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, 200, b)
+	}
+}
+
+// Status is the HTTP status of an error: the one place domain errors become statuses.
+func Status(err error) int {
+	switch dispatch.ErrorCode(err) {
+	case "invalid_argument":
+		return http.StatusBadRequest
+	case "not_found":
+		return http.StatusNotFound
+	case "permission_denied":
+		return http.StatusForbidden
+	case "conflict":
+		return http.StatusConflict
+	case "idempotency_mismatch":
+		return http.StatusUnprocessableEntity
+	case "unavailable":
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	code := dispatch.ErrorCode(err)
+	if code == "internal" && isUnavailable(err) {
+		err = errors.Join(dispatch.ErrUnavailable, err)
+		code = "unavailable"
+	}
+	msg := dispatch.ErrorMessage(err)
+	if code == "unavailable" {
+		msg = "a backing service is unavailable; retry with the same Idempotency-Key"
+	}
+	writeJSON(w, Status(err), errBody(code, msg))
+}
+
+// isUnavailable recognises a backing service that did not answer (a driver error, not a bug).
+func isUnavailable(err error) bool {
+	s := err.Error()
+	for _, m := range []string{"connection refused", "bad connection", "i/o timeout", "broken pipe", "connection reset", "invalid connection", "context deadline exceeded", "driver: bad connection"} {
+		if strings.Contains(s, m) {
+			return true
+		}
+	}
+	return false
+}
+
+func errBody(code, msg string) map[string]any {
+	return map[string]any{"error": map[string]string{"code": code, "message": msg}}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// readJSON decodes a required JSON body; any failure is invalid_argument with the reason.
+func readJSON(r *http.Request, v any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		return errorf(dispatch.ErrInvalid, "Content-Type must be application/json")
+	}
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return errorf(dispatch.ErrInvalid, "body larger than %d bytes", maxBody)
+		}
+		return errorf(dispatch.ErrInvalid, "cannot read body")
+	}
+	if len(body) == 0 {
+		return errorf(dispatch.ErrInvalid, "a JSON body is required")
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return errorf(dispatch.ErrInvalid, "malformed JSON body: %s", jsonReason(err))
+	}
+	return nil
+}
+
+func readJSONOptional(r *http.Request, v any) error {
+	if r.ContentLength == 0 {
+		return nil
+	}
+	return readJSON(r, v)
+}
+
+func jsonReason(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return "field " + te.Field + " must be " + te.Type.String()
+	}
+	return err.Error()
+}

@@ -1,0 +1,208 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is every setting of dispatchd: defaults, then the environment, then Validate.
+type Config struct {
+	HTTPAddr        string        // DISPATCH_HTTP_ADDR
+	AdminAddr       string        // DISPATCH_ADMIN_ADDR
+	RedisURL        string        // REDIS_URL
+	MySQLDSN        string        // MYSQL_DSN
+	RedisPrefix     string        // DISPATCH_REDIS_PREFIX
+	JWTSecret       string        // DISPATCH_JWT_SECRET
+	JWTIssuer       string        // DISPATCH_JWT_ISSUER
+	JWTAudience     string        // DISPATCH_JWT_AUDIENCE
+	Roles           []string      // DISPATCH_ROLES
+	AllowedOrigins  []string      // DISPATCH_ALLOWED_ORIGINS
+	LogLevel        string        // DISPATCH_LOG_LEVEL
+	LogFormat       string        // DISPATCH_LOG_FORMAT
+	ShutdownTimeout time.Duration // DISPATCH_SHUTDOWN_TIMEOUT
+	DrainDelay      time.Duration // DISPATCH_DRAIN_DELAY
+	MigrateOnStart  bool          // DISPATCH_MIGRATE
+	MatchWindow     time.Duration // DISPATCH_MATCH_WINDOW
+	OfferTimeout    time.Duration // DISPATCH_OFFER_TIMEOUT
+	MaxSearch       time.Duration // DISPATCH_MAX_SEARCH
+	DriverFresh     time.Duration // DISPATCH_DRIVER_FRESH
+	MapTiles        string        // DISPATCH_MAP_TILES
+	SimDrivers      int           // DISPATCH_SIMULATE_DRIVERS
+	SimBookings     float64       // DISPATCH_SIMULATE_BOOKINGS_PER_MIN
+	TariffsFile     string        // DISPATCH_TARIFFS
+	City            string        // DISPATCH_CITY
+}
+
+// Setting documents one environment variable (README's table is checked against this list).
+type Setting struct{ Name, Default, Meaning string }
+
+// Settings lists every environment variable dispatchd reads.
+var Settings = []Setting{
+	{"DISPATCH_HTTP_ADDR", ":8080", "REST, WebSocket /v1/ws, /livez, /readyz and the live map at /"},
+	{"DISPATCH_ADMIN_ADDR", ":9090", "/metrics and /debug/pprof; keep it off the public network"},
+	{"REDIS_URL", "(unset: embedded)", "redis:// or rediss:// URL; several comma-separated addresses mean a Redis Cluster"},
+	{"MYSQL_DSN", "(unset: embedded)", "go-sql-driver DSN, e.g. user:pass@tcp(host:3306)/dispatch"},
+	{"DISPATCH_REDIS_PREFIX", "", "put before every Redis key and channel, so environments can share one Redis"},
+	{"DISPATCH_JWT_SECRET", "(required)", "HS256 secret of at least 32 bytes"},
+	{"DISPATCH_JWT_ISSUER", "", "when set, tokens must carry this iss"},
+	{"DISPATCH_JWT_AUDIENCE", "", "when set, tokens must carry this aud"},
+	{"DISPATCH_ROLES", "all", "any of gateway, dispatcher, api (comma-separated), or all"},
+	{"DISPATCH_ALLOWED_ORIGINS", "", "browser origins allowed to open sockets besides the server's own host"},
+	{"DISPATCH_LOG_LEVEL", "info", "debug, info, warn or error"},
+	{"DISPATCH_LOG_FORMAT", "auto", "json, console, or auto (console on a terminal)"},
+	{"DISPATCH_SHUTDOWN_TIMEOUT", "10s", "how long a SIGTERM drain may take"},
+	{"DISPATCH_DRAIN_DELAY", "2s", "how long /readyz answers 503 before listeners close, so load balancers stop sending"},
+	{"DISPATCH_MIGRATE", "false (true when embedded)", "apply the schema at start"},
+	{"DISPATCH_MATCH_WINDOW", "2s", "how long searching bookings gather before they are matched together"},
+	{"DISPATCH_OFFER_TIMEOUT", "15s", "how long a driver has to answer an offer"},
+	{"DISPATCH_MAX_SEARCH", "10m", "how long a booking searches before it is unfulfilled"},
+	{"DISPATCH_DRIVER_FRESH", "30s", "a driver silent longer than this is no candidate"},
+	{"DISPATCH_MAP_TILES", "", "tile URL template for the live map; empty: plain background"},
+	{"DISPATCH_SIMULATE_DRIVERS", "0", "start this many simulated drivers (development)"},
+	{"DISPATCH_SIMULATE_BOOKINGS_PER_MIN", "0", "simulated customers book this many times a minute (development)"},
+	{"DISPATCH_TARIFFS", "(built in)", "path of a tariffs JSON file"},
+	{"DISPATCH_CITY", "bengaluru", "the city whose tariff prices bookings"},
+}
+
+// LoadConfig reads the environment over the defaults and validates the result.
+func LoadConfig(getenv func(string) string) (Config, error) {
+	c := Config{
+		HTTPAddr: ":8080", AdminAddr: ":9090", Roles: []string{"all"}, LogLevel: "info", LogFormat: "auto",
+		ShutdownTimeout: 10 * time.Second, DrainDelay: 2 * time.Second, MatchWindow: 2 * time.Second,
+		OfferTimeout: 15 * time.Second, MaxSearch: 10 * time.Minute, DriverFresh: 30 * time.Second, City: "bengaluru",
+	}
+	var errs []error
+	str := func(name string, dst *string) {
+		if v := getenv(name); v != "" {
+			*dst = v
+		}
+	}
+	dur := func(name string, dst *time.Duration) {
+		if v := getenv(name); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				errs = append(errs, fmt.Errorf("%s=%q: want a positive duration such as 10s or 2m", name, v))
+				return
+			}
+			*dst = d
+		}
+	}
+	list := func(name string, dst *[]string) {
+		if v := getenv(name); v != "" {
+			var out []string
+			for _, p := range strings.Split(v, ",") {
+				if p = strings.TrimSpace(p); p != "" {
+					out = append(out, p)
+				}
+			}
+			*dst = out
+		}
+	}
+	str("DISPATCH_HTTP_ADDR", &c.HTTPAddr)
+	str("DISPATCH_ADMIN_ADDR", &c.AdminAddr)
+	str("REDIS_URL", &c.RedisURL)
+	str("MYSQL_DSN", &c.MySQLDSN)
+	str("DISPATCH_REDIS_PREFIX", &c.RedisPrefix)
+	str("DISPATCH_JWT_SECRET", &c.JWTSecret)
+	str("DISPATCH_JWT_ISSUER", &c.JWTIssuer)
+	str("DISPATCH_JWT_AUDIENCE", &c.JWTAudience)
+	list("DISPATCH_ROLES", &c.Roles)
+	list("DISPATCH_ALLOWED_ORIGINS", &c.AllowedOrigins)
+	str("DISPATCH_LOG_LEVEL", &c.LogLevel)
+	str("DISPATCH_LOG_FORMAT", &c.LogFormat)
+	dur("DISPATCH_SHUTDOWN_TIMEOUT", &c.ShutdownTimeout)
+	if v := getenv("DISPATCH_DRAIN_DELAY"); v == "0" || v == "0s" {
+		c.DrainDelay = 0
+	} else {
+		dur("DISPATCH_DRAIN_DELAY", &c.DrainDelay)
+	}
+	dur("DISPATCH_MATCH_WINDOW", &c.MatchWindow)
+	dur("DISPATCH_OFFER_TIMEOUT", &c.OfferTimeout)
+	dur("DISPATCH_MAX_SEARCH", &c.MaxSearch)
+	dur("DISPATCH_DRIVER_FRESH", &c.DriverFresh)
+	str("DISPATCH_MAP_TILES", &c.MapTiles)
+	str("DISPATCH_TARIFFS", &c.TariffsFile)
+	str("DISPATCH_CITY", &c.City)
+	if v := getenv("DISPATCH_MIGRATE"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("DISPATCH_MIGRATE=%q: want true or false", v))
+		}
+		c.MigrateOnStart = b
+	}
+	if v := getenv("DISPATCH_SIMULATE_DRIVERS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > 20000 {
+			errs = append(errs, fmt.Errorf("DISPATCH_SIMULATE_DRIVERS=%q: want a number from 0 to 20000", v))
+		}
+		c.SimDrivers = n
+	}
+	if v := getenv("DISPATCH_SIMULATE_BOOKINGS_PER_MIN"); v != "" {
+		n, err := strconv.ParseFloat(v, 64)
+		if err != nil || n < 0 || n > 60000 {
+			errs = append(errs, fmt.Errorf("DISPATCH_SIMULATE_BOOKINGS_PER_MIN=%q: want a number from 0 to 60000", v))
+		}
+		c.SimBookings = n
+	}
+	if err := c.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return c, errors.Join(errs...)
+}
+
+// Validate checks the settings together, with errors a person can act on.
+func (c Config) Validate() error {
+	var errs []error
+	for name, addr := range map[string]string{"DISPATCH_HTTP_ADDR": c.HTTPAddr, "DISPATCH_ADMIN_ADDR": c.AdminAddr} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: want host:port or :port", name, addr))
+		}
+	}
+	if len(c.JWTSecret) < 32 {
+		errs = append(errs, errors.New("DISPATCH_JWT_SECRET must be set to at least 32 bytes (make run sets a development one)"))
+	}
+	if strings.ContainsAny(c.RedisPrefix, "{}") {
+		errs = append(errs, errors.New("DISPATCH_REDIS_PREFIX must not contain braces (they are the cluster hash tags)"))
+	}
+	if (c.RedisURL == "") != (c.MySQLDSN == "") {
+		errs = append(errs, errors.New("set both REDIS_URL and MYSQL_DSN, or neither for the embedded development engines"))
+	}
+	for _, r := range c.Roles {
+		switch r {
+		case "all", "gateway", "dispatcher", "api":
+		default:
+			errs = append(errs, fmt.Errorf("DISPATCH_ROLES: unknown role %q (want gateway, dispatcher, api or all)", r))
+		}
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("DISPATCH_LOG_LEVEL=%q: want debug, info, warn or error", c.LogLevel))
+	}
+	switch c.LogFormat {
+	case "json", "console", "auto":
+	default:
+		errs = append(errs, fmt.Errorf("DISPATCH_LOG_FORMAT=%q: want json, console or auto", c.LogFormat))
+	}
+	if c.DrainDelay >= c.ShutdownTimeout {
+		errs = append(errs, errors.New("DISPATCH_DRAIN_DELAY must be shorter than DISPATCH_SHUTDOWN_TIMEOUT"))
+	}
+	return errors.Join(errs...)
+}
+
+// Has reports whether this process serves role.
+func (c Config) Has(role string) bool {
+	for _, r := range c.Roles {
+		if r == "all" || r == role {
+			return true
+		}
+	}
+	return false
+}
+
+// Embedded reports whether the in-process development engines are used.
+func (c Config) Embedded() bool { return c.RedisURL == "" && c.MySQLDSN == "" }

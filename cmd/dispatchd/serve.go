@@ -1,0 +1,321 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"os/signal"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/drivers4me/dispatch/api"
+	"github.com/drivers4me/dispatch/dispatch"
+	"github.com/drivers4me/dispatch/geo"
+	"github.com/drivers4me/dispatch/loadtest"
+	"github.com/drivers4me/dispatch/realtime"
+	"github.com/drivers4me/dispatch/store"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+)
+
+func newLogger(c Config, w io.Writer) zerolog.Logger {
+	lvl, _ := zerolog.ParseLevel(c.LogLevel)
+	out := w
+	console := c.LogFormat == "console"
+	if c.LogFormat == "auto" {
+		if f, ok := w.(*os.File); ok {
+			if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+				console = true
+			}
+		}
+	}
+	if console {
+		out = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000"}
+	}
+	return zerolog.New(out).Level(lvl).With().Timestamp().Str("service", "dispatchd").Logger()
+}
+
+// connections are the backing services of a process and how to close them.
+type connections struct {
+	rdb      redis.UniversalClient
+	db       *store.DB
+	embedded bool
+	closers  []func()
+}
+
+func (c *connections) Close() {
+	for i := len(c.closers) - 1; i >= 0; i-- {
+		c.closers[i]()
+	}
+}
+
+func connect(ctx context.Context, cfg Config, log zerolog.Logger) (*connections, error) {
+	conns := &connections{}
+	redisURL, dsn := cfg.RedisURL, cfg.MySQLDSN
+	if cfg.Embedded() {
+		r, d, stop, err := startEmbedded(ctx, log)
+		if err != nil {
+			return nil, err
+		}
+		conns.closers = append(conns.closers, stop)
+		conns.embedded = true
+		redisURL, dsn = r, d
+		log.Warn().Msg("REDIS_URL and MYSQL_DSN are unset: using the EMBEDDED in-process Redis and MySQL-compatible engine; data is lost at exit (development only)")
+	}
+	rdb, err := openRedis(redisURL)
+	if err != nil {
+		conns.Close()
+		return nil, err
+	}
+	conns.rdb = rdb
+	conns.closers = append(conns.closers, func() { _ = rdb.Close() })
+	db, err := store.Open(ctx, dsn, store.Options{}, log)
+	if err != nil {
+		conns.Close()
+		return nil, fmt.Errorf("open MySQL: %w", err)
+	}
+	conns.db = db
+	conns.closers = append(conns.closers, func() { _ = db.Close() })
+	return conns, nil
+}
+
+// openRedis takes a redis:// or rediss:// URL; several comma-separated host:port after the
+// scheme (redis://a:6379,b:6379) mean a Redis Cluster.
+func openRedis(u string) (redis.UniversalClient, error) {
+	if strings.Contains(u, ",") {
+		scheme, rest, ok := strings.Cut(u, "://")
+		if !ok {
+			return nil, errors.New("REDIS_URL: want redis://host:port[,host:port...]")
+		}
+		addrs := strings.Split(rest, ",")
+		first, err := redis.ParseURL(scheme + "://" + addrs[0])
+		if err != nil {
+			return nil, fmt.Errorf("REDIS_URL: %w", err)
+		}
+		for i := range addrs {
+			if j := strings.Index(addrs[i], "@"); j >= 0 {
+				addrs[i] = addrs[i][j+1:]
+			}
+			addrs[i] = strings.TrimSuffix(strings.SplitN(addrs[i], "/", 2)[0], "/")
+		}
+		return redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, Username: first.Username,
+			Password: first.Password, TLSConfig: first.TLSConfig}), nil
+	}
+	opts, err := redis.ParseURL(u)
+	if err != nil {
+		return nil, fmt.Errorf("REDIS_URL: %w", err)
+	}
+	return redis.NewClient(opts), nil
+}
+
+func migrate(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
+	dsn := getenv("MYSQL_DSN")
+	if dsn == "" {
+		return errors.New("MYSQL_DSN must be set for migrate")
+	}
+	log := newLogger(Config{LogLevel: "info", LogFormat: "auto"}, stdout)
+	db, err := store.Open(ctx, dsn, store.Options{}, log)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if err := db.Migrate(ctx); err != nil {
+		return err
+	}
+	log.Info().Msg("schema is current")
+	return nil
+}
+
+func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
+	cfg, err := LoadConfig(getenv)
+	if err != nil {
+		return fmt.Errorf("configuration:\n%w", err)
+	}
+	log := newLogger(cfg, stdout)
+	ctx, stopSignals := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stopSignals()
+
+	conns, err := connect(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer conns.Close()
+	if cfg.MigrateOnStart || conns.embedded {
+		if err := conns.db.Migrate(ctx); err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+	}
+	tariff := dispatch.DefaultTariff()
+	tariffs := dispatch.DefaultTariffs()
+	if cfg.TariffsFile != "" {
+		f, err := os.Open(cfg.TariffsFile)
+		if err != nil {
+			return fmt.Errorf("DISPATCH_TARIFFS: %w", err)
+		}
+		tariffs, err = dispatch.LoadTariffs(f)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("DISPATCH_TARIFFS %s: %w", cfg.TariffsFile, err)
+		}
+	}
+	if tariff, err = tariffs.For(cfg.City); err != nil {
+		return fmt.Errorf("DISPATCH_CITY: %w", err)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	index := geo.NewIndex(conns.rdb, geo.Options{Prefix: cfg.RedisPrefix})
+	bus := realtime.NewBus(conns.rdb, cfg.RedisPrefix)
+	svc := dispatch.NewService(conns.db, index, bus, dispatch.ServiceOptions{Tariff: tariff})
+	verifier := api.NewVerifier([]byte(cfg.JWTSecret), cfg.JWTIssuer, cfg.JWTAudience)
+
+	var draining atomic.Bool
+	ready := func(ctx context.Context) error {
+		if draining.Load() {
+			return errors.New("draining")
+		}
+		if err := conns.rdb.Ping(ctx).Err(); err != nil {
+			return errors.New("redis does not answer")
+		}
+		if err := conns.db.Ping(ctx); err != nil {
+			return errors.New("mysql does not answer")
+		}
+		if ok, err := conns.db.SchemaCurrent(ctx); err != nil || !ok {
+			return errors.New("schema is not current")
+		}
+		return nil
+	}
+
+	work, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWork()
+	g, gctx := errgroup.WithContext(work)
+
+	var hub *realtime.Hub
+	var writer *geo.Writer
+	if cfg.Has("gateway") {
+		hub = realtime.NewHub(conns.rdb, bus, svc, conns.db, index, realtime.Options{
+			Auth: verifier.FromRequest, AllowedOrigins: cfg.AllowedOrigins,
+		}, reg, log.With().Str("component", "gateway").Logger())
+		writer = geo.NewWriter(index, geo.WriterOptions{OnWritten: hub.OnWritten, OnError: func(err error, n int) {
+			log.Warn().Err(err).Int("points", n).Msg("index write failed")
+		}}, log)
+		hub.SetWriter(writer)
+		g.Go(func() error { return hub.Run(gctx) })
+		g.Go(func() error { return writer.Run(gctx) })
+	}
+	if cfg.Has("dispatcher") {
+		m := dispatch.NewMatcher(conns.db, index, bus, dispatch.MatcherOptions{
+			Window: cfg.MatchWindow, OfferTimeout: cfg.OfferTimeout, MaxSearch: cfg.MaxSearch, Fresh: cfg.DriverFresh,
+		}, reg, log.With().Str("component", "matcher").Logger())
+		g.Go(func() error { return m.Run(gctx) })
+	}
+	if cfg.Has("dispatcher") || cfg.Has("api") {
+		g.Go(func() error { return conns.db.RunRelay(gctx, bus, 50*time.Millisecond) })
+	}
+
+	srv := api.NewServer(svc, index, api.Options{Verifier: verifier, Ready: ready, Tiles: cfg.MapTiles,
+		ServeAPI: cfg.Has("api"), Sockets: socketHandler(hub)}, log.With().Str("component", "api").Logger())
+	httpLn, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("DISPATCH_HTTP_ADDR %s: %w", cfg.HTTPAddr, err)
+	}
+	adminLn, err := net.Listen("tcp", cfg.AdminAddr)
+	if err != nil {
+		httpLn.Close()
+		return fmt.Errorf("DISPATCH_ADMIN_ADDR %s: %w", cfg.AdminAddr, err)
+	}
+	httpSrv := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+	adminSrv := &http.Server{Handler: adminMux(reg), ReadHeaderTimeout: 10 * time.Second}
+	serveErr := make(chan error, 2)
+	go func() { serveErr <- ignoreClosed(httpSrv.Serve(httpLn)) }()
+	go func() { serveErr <- ignoreClosed(adminSrv.Serve(adminLn)) }()
+	log.Info().Str("http", httpLn.Addr().String()).Str("admin", adminLn.Addr().String()).
+		Strs("roles", cfg.Roles).Bool("embedded", conns.embedded).Msg("listening")
+
+	if cfg.SimDrivers > 0 {
+		sim := loadtest.NewFleet(loadtest.FleetOptions{URL: "ws://" + loopback(httpLn.Addr()) + "/v1/ws",
+			Secret: []byte(cfg.JWTSecret), Drivers: cfg.SimDrivers, BookingsPerMinute: cfg.SimBookings, City: loadtest.Bengaluru, Seed: 1},
+			log.With().Str("component", "simulator").Logger())
+		g.Go(func() error { return sim.Run(gctx) })
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info().Msg("shutting down")
+	case <-gctx.Done():
+		runErr = g.Wait()
+		log.Error().Err(runErr).Msg("a component stopped; shutting down")
+	case runErr = <-serveErr:
+		log.Error().Err(runErr).Msg("listener failed; shutting down")
+	}
+
+	// The order of STYLE.md: /readyz 503, stop accepting, close sockets with 1001, drain the
+	// dispatch loop, flush writers, close Redis and MySQL (deferred above).
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	draining.Store(true)
+	if runErr == nil && cfg.DrainDelay > 0 {
+		select {
+		case <-time.After(cfg.DrainDelay):
+		case <-shutdownCtx.Done():
+		}
+	}
+	if err := httpSrv.Shutdown(shutdownCtx); err != nil {
+		log.Warn().Err(err).Msg("http shutdown")
+	}
+	if hub != nil {
+		if err := hub.Shutdown(shutdownCtx); err != nil {
+			log.Warn().Err(err).Msg("closing sockets")
+		}
+	}
+	stopWork()
+	if err := g.Wait(); err != nil && runErr == nil && !errors.Is(err, context.Canceled) {
+		runErr = err
+	}
+	_ = adminSrv.Shutdown(shutdownCtx)
+	log.Info().Msg("stopped")
+	return runErr
+}
+
+func socketHandler(h *realtime.Hub) http.Handler {
+	if h == nil {
+		return nil
+	}
+	return h
+}
+
+func adminMux(reg *prometheus.Registry) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}
+
+func ignoreClosed(err error) error {
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// loopback turns a listener address such as [::]:8080 into one a local client can dial.
+func loopback(a net.Addr) string {
+	_, port, _ := net.SplitHostPort(a.String())
+	return "127.0.0.1:" + port
+}

@@ -1,0 +1,399 @@
+package dispatch
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"math/big"
+	"time"
+)
+
+// Actor is who asks for an action: the subject and role of a verified token.
+type Actor struct {
+	ID   string
+	Role string // driver, customer, dispatcher, admin
+}
+
+func (a Actor) String() string { return a.Role + ":" + a.ID }
+
+// Staff reports whether the actor may see and act on every booking.
+func (a Actor) Staff() bool { return a.Role == "dispatcher" || a.Role == "admin" }
+
+// Notifier delivers messages to a driver's socket wherever it is connected (at most once;
+// what matters is also in the store and sent again on reconnect).
+type Notifier interface {
+	ToDriver(ctx context.Context, driverID, typ string, data any) error
+}
+
+// ServiceOptions configure a Service.
+type ServiceOptions struct {
+	Tariff Tariff
+	// ScheduleLead: a booking starting further ahead than this is scheduled, not searched now.
+	ScheduleLead time.Duration
+	// MaxAhead is how far ahead a booking may start.
+	MaxAhead time.Duration
+	Now      func() time.Time
+}
+
+// Service carries out the actions of customers, drivers and dispatchers under the rules of the
+// state machine. It is stateless beyond its dependencies and safe for concurrent use; every
+// change goes through BookingStore.Transition, so two processes may serve the same booking.
+type Service struct {
+	store  BookingStore
+	loc    Locator
+	notify Notifier
+	opts   ServiceOptions
+}
+
+// NewService returns a Service.
+func NewService(store BookingStore, loc Locator, notify Notifier, opts ServiceOptions) *Service {
+	if opts.Tariff.BasePaise == 0 {
+		opts.Tariff = DefaultTariff()
+	}
+	if opts.ScheduleLead <= 0 {
+		opts.ScheduleLead = 45 * time.Minute
+	}
+	if opts.MaxAhead <= 0 {
+		opts.MaxAhead = 7 * 24 * time.Hour
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Service{store: store, loc: loc, notify: notify, opts: opts}
+}
+
+// BookingRequest is a customer's request for a booking (API.md POST /v1/bookings).
+type BookingRequest struct {
+	Pickup  Place      `json:"pickup"`
+	Hours   int        `json:"hours"`
+	StartAt *time.Time `json:"start_at,omitempty"`
+	Car     Car        `json:"car"`
+}
+
+// Validate checks a request; errors wrap ErrInvalid and say what is wrong.
+func (r BookingRequest) Validate(now time.Time, maxAhead time.Duration) error {
+	switch {
+	case r.Pickup.Lat < -90 || r.Pickup.Lat > 90 || r.Pickup.Lat != r.Pickup.Lat:
+		return fmt.Errorf("pickup.lat must be within [-90, 90]: %w", ErrInvalid)
+	case r.Pickup.Lng < -180 || r.Pickup.Lng > 180 || r.Pickup.Lng != r.Pickup.Lng:
+		return fmt.Errorf("pickup.lng must be within [-180, 180]: %w", ErrInvalid)
+	case r.Pickup.Lat == 0 && r.Pickup.Lng == 0:
+		return fmt.Errorf("pickup is required: %w", ErrInvalid)
+	case len(r.Pickup.Address) > 500:
+		return fmt.Errorf("pickup.address longer than 500 characters: %w", ErrInvalid)
+	case r.Hours < 1 || r.Hours > 24:
+		return fmt.Errorf("hours must be 1 to 24: %w", ErrInvalid)
+	case r.Car.Transmission != Manual && r.Car.Transmission != Automatic:
+		return fmt.Errorf(`car.transmission must be "manual" or "automatic": %w`, ErrInvalid)
+	}
+	if r.StartAt != nil {
+		if r.StartAt.Before(now.Add(-5 * time.Minute)) {
+			return fmt.Errorf("start_at is in the past: %w", ErrInvalid)
+		}
+		if r.StartAt.After(now.Add(maxAhead)) {
+			return fmt.Errorf("start_at more than %s ahead: %w", maxAhead, ErrInvalid)
+		}
+	}
+	return nil
+}
+
+// Quote prices a request without booking it.
+func (s *Service) Quote(r BookingRequest) (Fare, error) {
+	now := s.opts.Now()
+	if err := r.Validate(now, s.opts.MaxAhead); err != nil {
+		return Fare{}, err
+	}
+	start := now
+	if r.StartAt != nil {
+		start = *r.StartAt
+	}
+	return s.opts.Tariff.Estimate(start, r.Hours, 1), nil
+}
+
+// CreateBooking books a driver for a customer. idemKey and requestHash make a retry safe.
+func (s *Service) CreateBooking(ctx context.Context, a Actor, r BookingRequest, idemKey, requestHash string) (Booking, bool, error) {
+	if a.Role != "customer" {
+		return Booking{}, false, fmt.Errorf("only customers book: %w", ErrForbidden)
+	}
+	now := s.opts.Now().UTC().Truncate(time.Millisecond)
+	if err := r.Validate(now, s.opts.MaxAhead); err != nil {
+		return Booking{}, false, err
+	}
+	if idemKey == "" || len(idemKey) > 200 {
+		return Booking{}, false, fmt.Errorf("Idempotency-Key header of 1 to 200 characters is required: %w", ErrInvalid)
+	}
+	start := now
+	if r.StartAt != nil {
+		start = r.StartAt.UTC().Truncate(time.Millisecond)
+	}
+	nb := NewBooking{
+		ID:             NewID("bk"),
+		CustomerID:     a.ID,
+		Pickup:         r.Pickup,
+		Hours:          r.Hours,
+		StartAt:        start,
+		Scheduled:      start.Sub(now) > s.opts.ScheduleLead,
+		Car:            r.Car,
+		OTP:            newOTP(),
+		Fare:           s.opts.Tariff.Estimate(start, r.Hours, 1),
+		CreatedAt:      now,
+		IdempotencyKey: idemKey,
+		RequestHash:    requestHash,
+	}
+	return s.store.CreateBooking(ctx, nb)
+}
+
+// Booking returns a booking if the actor may see it; the OTP only to its customer.
+func (s *Service) Booking(ctx context.Context, a Actor, id string) (Booking, error) {
+	b, err := s.store.Booking(ctx, id)
+	if err != nil {
+		return Booking{}, err
+	}
+	if !CanSee(a, b) {
+		// Not found rather than forbidden: do not reveal that someone else's booking exists.
+		return Booking{}, fmt.Errorf("booking %s: %w", id, ErrNotFound)
+	}
+	return ViewFor(a, b), nil
+}
+
+// CanSee reports whether the actor may read the booking.
+func CanSee(a Actor, b Booking) bool {
+	switch a.Role {
+	case "dispatcher", "admin":
+		return true
+	case "customer":
+		return b.CustomerID == a.ID
+	case "driver":
+		return b.DriverID() == a.ID
+	}
+	return false
+}
+
+// ViewFor is the booking as the actor may see it.
+func ViewFor(a Actor, b Booking) Booking {
+	if a.Role == "customer" && b.CustomerID == a.ID && b.Driver != nil {
+		return b
+	}
+	return b.Public()
+}
+
+// Bookings lists bookings: staff see all, customers and drivers their own.
+func (s *Service) Bookings(ctx context.Context, a Actor, f BookingFilter, mine bool) ([]Booking, error) {
+	switch a.Role {
+	case "customer":
+		f.CustomerID = a.ID
+	case "driver":
+		f.DriverID = a.ID
+	case "dispatcher", "admin":
+		// Staff have no bookings of their own; mine lists nothing for them.
+		if mine {
+			return []Booking{}, nil
+		}
+	default:
+		return nil, ErrForbidden
+	}
+	if f.Limit <= 0 || f.Limit > 500 {
+		f.Limit = 100
+	}
+	bs, err := s.store.Bookings(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	for i := range bs {
+		bs[i] = ViewFor(a, bs[i])
+	}
+	return bs, nil
+}
+
+// Cancel cancels a booking before completion. A driver cancelling after accepting puts the
+// booking back to searching (it goes first in line: it keeps its creation time).
+func (s *Service) Cancel(ctx context.Context, a Actor, id, reason string) (Booking, error) {
+	if len(reason) > 500 {
+		return Booking{}, fmt.Errorf("reason longer than 500 characters: %w", ErrInvalid)
+	}
+	b, err := s.store.Booking(ctx, id)
+	if err != nil {
+		return Booking{}, err
+	}
+	if !CanSee(a, b) {
+		return Booking{}, fmt.Errorf("booking %s: %w", id, ErrNotFound)
+	}
+	c := Change{BookingID: id, Version: b.Version, Actor: a.String(), Reason: reason, At: s.opts.Now()}
+	if a.Role == "driver" {
+		c.From = []Status{StatusAssigned, StatusArrived}
+		c.To = StatusSearching
+		c.Driver = &DriverRef{ID: a.ID}
+		c.ClearDriver = true
+	} else {
+		c.From = []Status{StatusScheduled, StatusSearching, StatusAssigned, StatusArrived, StatusInProgress}
+		c.To = StatusCancelled
+	}
+	nb, err := s.store.Transition(ctx, c)
+	if err != nil {
+		return Booking{}, err
+	}
+	if d := b.DriverID(); d != "" {
+		s.releaseDriver(ctx, d)
+	}
+	return ViewFor(a, nb), nil
+}
+
+// Assign is a dispatcher's manual assignment, under the same one-driver-one-booking rule.
+func (s *Service) Assign(ctx context.Context, a Actor, id, driverID string) (Booking, error) {
+	if !a.Staff() {
+		return Booking{}, fmt.Errorf("only dispatchers assign: %w", ErrForbidden)
+	}
+	if driverID == "" {
+		return Booking{}, fmt.Errorf("driver_id is required: %w", ErrInvalid)
+	}
+	d, err := s.store.Driver(ctx, driverID)
+	if err != nil {
+		return Booking{}, fmt.Errorf("driver %s: %w", driverID, err)
+	}
+	lease := NewID("as")
+	ok, err := s.loc.Reserve(ctx, driverID, lease, 30*time.Second)
+	if err != nil {
+		return Booking{}, err
+	}
+	if !ok {
+		return Booking{}, fmt.Errorf("driver %s is being offered another booking: %w", driverID, ErrConflict)
+	}
+	defer s.loc.Release(context.WithoutCancel(ctx), driverID, lease)
+	ref := d.Ref()
+	b, err := s.store.Transition(ctx, Change{BookingID: id, From: []Status{StatusScheduled, StatusSearching},
+		To: StatusAssigned, Driver: &ref, Actor: a.String(), Reason: "manual assignment", At: s.opts.Now()})
+	if err != nil {
+		return Booking{}, err
+	}
+	_ = s.loc.SetState(ctx, driverID, DriverAssigned)
+	return b.Public(), nil
+}
+
+// Accept is a driver accepting its offer. Accepting an offer already accepted by the same
+// driver answers the booking again (harmless); anything else that cannot be accepted is ErrConflict.
+func (s *Service) Accept(ctx context.Context, a Actor, offerID string) (Booking, error) {
+	if a.Role != "driver" {
+		return Booking{}, fmt.Errorf("only drivers accept offers: %w", ErrForbidden)
+	}
+	o, err := s.store.Offer(ctx, offerID)
+	if err != nil {
+		return Booking{}, err
+	}
+	if o.DriverID != a.ID {
+		return Booking{}, fmt.Errorf("offer %s is not yours: %w", offerID, ErrNotFound)
+	}
+	if o.Status == OfferAccepted {
+		b, err := s.store.Booking(ctx, o.BookingID)
+		if err == nil && b.DriverID() == a.ID {
+			return b.Public(), nil
+		}
+	}
+	d, err := s.store.Driver(ctx, a.ID)
+	if err != nil {
+		d = DriverProfile{ID: a.ID, Name: a.ID}
+	}
+	b, err := s.store.AcceptOffer(ctx, offerID, d.Ref(), s.opts.Now())
+	if err != nil {
+		return Booking{}, err
+	}
+	_ = s.loc.SetState(ctx, a.ID, DriverAssigned)
+	_ = s.loc.Release(ctx, a.ID, offerID)
+	return b.Public(), nil
+}
+
+// Decline is a driver declining its offer; the matcher offers the booking to someone else.
+func (s *Service) Decline(ctx context.Context, a Actor, offerID, reason string) error {
+	if a.Role != "driver" {
+		return fmt.Errorf("only drivers decline offers: %w", ErrForbidden)
+	}
+	if _, err := s.store.CloseOffer(ctx, offerID, a.ID, OfferDeclined, s.opts.Now()); err != nil {
+		return err
+	}
+	_ = s.loc.SetState(ctx, a.ID, DriverAvailable)
+	return s.loc.Release(ctx, a.ID, offerID)
+}
+
+// Arrive, Start and End move the driver's own booking along its trip.
+func (s *Service) Arrive(ctx context.Context, a Actor, id string) (Booking, error) {
+	return s.driverStep(ctx, a, id, StatusAssigned, StatusArrived, func(Booking) (*Fare, error) { return nil, nil })
+}
+
+// Start begins the trip once the driver gives the customer's OTP; a wrong OTP changes nothing.
+func (s *Service) Start(ctx context.Context, a Actor, id, otp string) (Booking, error) {
+	return s.driverStep(ctx, a, id, StatusArrived, StatusInProgress, func(b Booking) (*Fare, error) {
+		if otp == "" || otp != b.OTP {
+			return nil, fmt.Errorf("wrong OTP: %w", ErrInvalid)
+		}
+		return nil, nil
+	})
+}
+
+// End completes the trip with its final fare from the actual times.
+func (s *Service) End(ctx context.Context, a Actor, id string) (Booking, error) {
+	b, err := s.driverStep(ctx, a, id, StatusInProgress, StatusCompleted, func(b Booking) (*Fare, error) {
+		start := b.StartAt
+		if b.StartedAt != nil {
+			start = *b.StartedAt
+		}
+		f := s.opts.Tariff.Final(start, s.opts.Now(), b.Hours, 1)
+		return &f, nil
+	})
+	if err == nil {
+		s.releaseDriver(ctx, a.ID)
+	}
+	return b, err
+}
+
+func (s *Service) driverStep(ctx context.Context, a Actor, id string, from, to Status, check func(Booking) (*Fare, error)) (Booking, error) {
+	if a.Role != "driver" {
+		return Booking{}, fmt.Errorf("only the booking's driver may do this: %w", ErrForbidden)
+	}
+	b, err := s.store.Booking(ctx, id)
+	if err != nil {
+		return Booking{}, err
+	}
+	if b.DriverID() != a.ID {
+		return Booking{}, fmt.Errorf("booking %s: %w", id, ErrNotFound)
+	}
+	if b.Status != from {
+		return Booking{}, fmt.Errorf("booking %s is %s, not %s: %w", id, b.Status, from, ErrConflict)
+	}
+	fare, err := check(b)
+	if err != nil {
+		return Booking{}, err
+	}
+	nb, err := s.store.Transition(ctx, Change{BookingID: id, From: []Status{from}, To: to, Version: b.Version,
+		Driver: &DriverRef{ID: a.ID}, Fare: fare, Actor: a.String(), At: s.opts.Now()})
+	if err != nil {
+		return Booking{}, err
+	}
+	if to == StatusInProgress {
+		_ = s.loc.SetState(ctx, a.ID, DriverOnTrip)
+	}
+	return nb.Public(), nil
+}
+
+func (s *Service) releaseDriver(ctx context.Context, driverID string) {
+	st, err := s.loc.State(ctx, driverID)
+	if err == nil && st != DriverOffline {
+		_ = s.loc.SetState(ctx, driverID, DriverAvailable)
+	}
+}
+
+// NewID returns a random opaque id with a prefix.
+func NewID(prefix string) string {
+	var b [10]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err)
+	}
+	return prefix + "_" + hex.EncodeToString(b[:])
+}
+
+func newOTP() string {
+	n, err := rand.Int(rand.Reader, big.NewInt(10000))
+	if err != nil {
+		panic(err)
+	}
+	return fmt.Sprintf("%04d", n.Int64())
+}

@@ -1,0 +1,101 @@
+// Package geo owns the H3 and distance maths and the Redis location index of drivers.
+//
+// Key design (cluster-safe: every Lua script and pipeline touches one slot):
+//
+//	geo:{r<region>}:pos     hash   driver id -> "lat,lng,heading,tsms,state,cell"
+//	geo:{r<region>}:cells   zset   "cell:driver" members, score 0, queried by lexical range
+//	drv:{<driver>}          hash   state, region (the driver's own record)
+//	drv:{<driver>}:lease    string lease token, with a TTL
+//
+// A region is an H3 cell at RegionRes (5: about 250 km², a few per city, so a metro's drivers
+// spread over a handful of slots and dispatcher processes can own regions). Membership is kept at
+// CellRes (8: about 0.74 km², edge about 460 m): a 2 km search is a disk of at most 5 rings (91
+// cells), small enough to scan ring by ring in one round trip each, and fine enough that the first
+// ring or two usually hold the nearest drivers in a city. The exact order comes from haversine
+// distance, never from the cells.
+//
+// geo must not decide who gets a booking: it only knows where drivers are and holds leases.
+package geo
+
+import (
+	"math"
+
+	"github.com/uber/h3-go/v4"
+)
+
+const (
+	// RegionRes is the H3 resolution of a region: the unit of sharding and of dispatcher ownership.
+	RegionRes = 5
+	// CellRes is the H3 resolution at which drivers are indexed.
+	CellRes = 8
+)
+
+const earthRadiusM = 6371008.8
+
+// DistanceM is the haversine distance in metres.
+func DistanceM(lat1, lng1, lat2, lng2 float64) float64 {
+	const rad = math.Pi / 180
+	dLat := (lat2 - lat1) * rad
+	dLng := (lng2 - lng1) * rad
+	a := math.Sin(dLat/2)*math.Sin(dLat/2) +
+		math.Cos(lat1*rad)*math.Cos(lat2*rad)*math.Sin(dLng/2)*math.Sin(dLng/2)
+	return 2 * earthRadiusM * math.Asin(math.Min(1, math.Sqrt(a)))
+}
+
+// Cell is the index cell of a point.
+func Cell(lat, lng float64) h3.Cell {
+	return h3.LatLngToCell(h3.LatLng{Lat: lat, Lng: lng}, CellRes)
+}
+
+// Region is the region of a point, as its H3 string.
+func Region(lat, lng float64) string {
+	return h3.LatLngToCell(h3.LatLng{Lat: lat, Lng: lng}, RegionRes).String()
+}
+
+// RegionOf is the region containing an index cell.
+func RegionOf(c h3.Cell) string { return c.Parent(RegionRes).String() }
+
+// ringSpacingM is a conservative distance covered by each ring of index cells: a disk of k
+// rings contains every point within k*ringSpacingM of its centre.
+var ringSpacingM = h3.HexagonEdgeLengthAvgM(CellRes) * math.Sqrt(3) * 0.85
+
+// RingsFor is how many rings of index cells cover radiusM around a point.
+func RingsFor(radiusM float64) int {
+	return int(math.Ceil(radiusM/ringSpacingM)) + 1
+}
+
+// Boundary is the outline of an H3 cell as [lat, lng] pairs.
+func Boundary(cell string) [][2]float64 {
+	c := h3.Cell(h3.IndexFromString(cell))
+	if !c.IsValid() {
+		return nil
+	}
+	b := c.Boundary()
+	out := make([][2]float64, len(b))
+	for i, p := range b {
+		out[i] = [2]float64{p.Lat, p.Lng}
+	}
+	return out
+}
+
+// CellsCovering lists the H3 cells at res whose centres lie in the box, plus one ring around
+// them so that the edges are covered too. At most max cells; ok is false when the box needs more.
+func CellsCovering(minLat, minLng, maxLat, maxLng float64, res, max int) (cells []h3.Cell, ok bool) {
+	centre := h3.LatLngToCell(h3.LatLng{Lat: (minLat + maxLat) / 2, Lng: (minLng + maxLng) / 2}, res)
+	diag := DistanceM(minLat, minLng, maxLat, maxLng) / 2
+	k := int(math.Ceil(diag/(h3.HexagonEdgeLengthAvgM(res)*math.Sqrt(3)*0.85))) + 1
+	if 3*k*k+3*k+1 > max*4 {
+		return nil, false
+	}
+	for _, c := range centre.GridDisk(k) {
+		ll := c.LatLng()
+		pad := h3.HexagonEdgeLengthAvgM(res) * 2 / 111000
+		if ll.Lat >= minLat-pad && ll.Lat <= maxLat+pad && ll.Lng >= minLng-pad && ll.Lng <= maxLng+pad {
+			cells = append(cells, c)
+			if len(cells) > max {
+				return nil, false
+			}
+		}
+	}
+	return cells, true
+}

@@ -1,0 +1,192 @@
+package realtime
+
+import (
+	"encoding/json"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+const (
+	writeWait    = 5 * time.Second
+	pingEvery    = 20 * time.Second
+	peerSilence  = 60 * time.Second
+	readLimit    = 4 << 10
+	stateQueue   = 256
+	closeTimeout = time.Second
+)
+
+// Envelope is every frame on the socket (API.md).
+type Envelope struct {
+	Type string          `json:"type"`
+	Seq  *int64          `json:"seq,omitempty"`
+	Data json.RawMessage `json:"data,omitempty"`
+}
+
+type outFrame struct {
+	Type string `json:"type"`
+	Data any    `json:"data,omitempty"`
+}
+
+// conn is one WebSocket with a single writer goroutine. State frames queue in order and are
+// never dropped: a reader so slow that the queue fills is closed with 1013. Location frames are
+// latest-wins per key and leave at most once per flush interval.
+//
+// Lock order: conn.mu only; never held while writing to the network.
+type conn struct {
+	ws      *websocket.Conn
+	state   chan []byte
+	flush   time.Duration // latest-wins frames leave at most this often (0: as soon as possible)
+	kick    chan struct{}
+	done    chan struct{} // closed when the writer has finished
+	closing chan struct{} // closed to ask the writer to stop
+
+	mu        sync.Mutex
+	latest    map[string][]byte
+	order     []string
+	closeCode int
+	closeMsg  string
+	closeOnce sync.Once
+	onDrop    func(kind string)
+	// pull, if set, is asked at each flush tick for coalesced frames to write (dispatchers' deltas).
+	pull func() [][]byte
+}
+
+func newConn(ws *websocket.Conn, flush time.Duration, onDrop func(string)) *conn {
+	return &conn{ws: ws, state: make(chan []byte, stateQueue), flush: flush, kick: make(chan struct{}, 1),
+		done: make(chan struct{}), closing: make(chan struct{}), latest: map[string][]byte{}, onDrop: onDrop}
+}
+
+// send queues a state frame. It never blocks: when the queue is full the socket is closed with
+// 1013 (too slow a reader), because dropping a state change would leave the app wrong.
+func (c *conn) send(typ string, data any) {
+	b, err := json.Marshal(outFrame{Type: typ, Data: data})
+	if err != nil {
+		return
+	}
+	c.sendRaw(b)
+}
+
+func (c *conn) sendRaw(b []byte) {
+	select {
+	case <-c.closing:
+		return
+	default:
+	}
+	select {
+	case c.state <- b:
+	default:
+		c.onDrop("slow_reader")
+		c.close(websocket.CloseTryAgainLater, "too slow a reader")
+	}
+}
+
+// sendLatest replaces the pending frame under key (a location: only the newest matters).
+func (c *conn) sendLatest(key, typ string, data any) {
+	b, err := json.Marshal(outFrame{Type: typ, Data: data})
+	if err != nil {
+		return
+	}
+	c.mu.Lock()
+	if _, ok := c.latest[key]; ok {
+		c.onDrop("stale_location")
+	} else {
+		c.order = append(c.order, key)
+	}
+	c.latest[key] = b
+	c.mu.Unlock()
+	if c.flush == 0 {
+		select {
+		case c.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// close asks the writer to send a close frame with code and stop; safe to call many times.
+func (c *conn) close(code int, msg string) {
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		c.closeCode, c.closeMsg = code, msg
+		c.mu.Unlock()
+		close(c.closing)
+	})
+}
+
+// writeLoop owns every write to the socket. It returns when asked to close or on a write error,
+// and then closes the network connection (which ends the reader too).
+func (c *conn) writeLoop() {
+	defer close(c.done)
+	defer c.ws.Close()
+	ping := time.NewTicker(pingEvery)
+	defer ping.Stop()
+	var flushC <-chan time.Time
+	if c.flush > 0 {
+		t := time.NewTicker(c.flush)
+		defer t.Stop()
+		flushC = t.C
+	}
+	write := func(b []byte) bool {
+		_ = c.ws.SetWriteDeadline(time.Now().Add(writeWait))
+		return c.ws.WriteMessage(websocket.TextMessage, b) == nil
+	}
+	writeLatest := func() bool {
+		if c.pull != nil {
+			for _, b := range c.pull() {
+				if !write(b) {
+					return false
+				}
+			}
+		}
+		c.mu.Lock()
+		keys, frames := c.order, c.latest
+		c.order, c.latest = nil, map[string][]byte{}
+		c.mu.Unlock()
+		for _, k := range keys {
+			if !write(frames[k]) {
+				return false
+			}
+		}
+		return true
+	}
+	for {
+		select {
+		case b := <-c.state:
+			if !write(b) {
+				return
+			}
+		case <-c.kick:
+			if !writeLatest() {
+				return
+			}
+		case <-flushC:
+			if !writeLatest() {
+				return
+			}
+		case <-ping.C:
+			_ = c.ws.SetWriteDeadline(time.Now().Add(writeWait))
+			if c.ws.WriteMessage(websocket.PingMessage, nil) != nil {
+				return
+			}
+		case <-c.closing:
+			// Flush state frames already queued, then say goodbye.
+			for {
+				select {
+				case b := <-c.state:
+					if !write(b) {
+						return
+					}
+					continue
+				default:
+				}
+				break
+			}
+			c.mu.Lock()
+			code, msg := c.closeCode, c.closeMsg
+			c.mu.Unlock()
+			_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, msg), time.Now().Add(closeTimeout))
+			return
+		}
+	}
+}

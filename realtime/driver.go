@@ -1,0 +1,275 @@
+package realtime
+
+import (
+	"context"
+	"errors"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/drivers4me/dispatch/dispatch"
+	"github.com/drivers4me/dispatch/geo"
+	"golang.org/x/time/rate"
+)
+
+// driverSession is one driver's socket.
+type driverSession struct {
+	h     *Hub
+	actor dispatch.Actor
+	c     *conn
+	limit *rate.Limiter
+
+	mu      sync.Mutex // guards the fields below
+	last    *dispatch.Point
+	state   dispatch.DriverState
+	booking string // the active booking whose positions its customer watches
+}
+
+func newDriverSession(h *Hub, a dispatch.Actor, c *conn) *driverSession {
+	return &driverSession{h: h, actor: a, c: c, limit: rate.NewLimiter(rate.Limit(h.opts.Rate), int(h.opts.Rate)*2)}
+}
+
+func (d *driverSession) start(ctx context.Context) {
+	h := d.h
+	h.mu.Lock()
+	old := h.drivers[d.actor.ID]
+	h.drivers[d.actor.ID] = d
+	h.mu.Unlock()
+	if old != nil {
+		old.c.close(1008, "replaced by a newer connection")
+	} else {
+		h.subscribe(ctx, "to:drv:"+d.actor.ID)
+	}
+	if _, err := h.store.Driver(ctx, d.actor.ID); errors.Is(err, dispatch.ErrNotFound) {
+		_ = h.store.UpsertDriver(ctx, dispatch.DriverProfile{ID: d.actor.ID, Name: d.actor.ID, Rating: 5,
+			Transmissions: []dispatch.Transmission{dispatch.Manual, dispatch.Automatic}})
+	}
+	state, err := h.loc.State(ctx, d.actor.ID)
+	if err != nil {
+		state = dispatch.DriverOffline
+	}
+	hello := map[string]any{"driver_id": d.actor.ID, "state": state, "server_time": h.opts.Now().UTC()}
+	if b, err := h.store.ActiveBookingOf(ctx, d.actor.ID); err == nil {
+		hello["booking"] = b.Public()
+		d.booking = b.ID
+	}
+	d.state = state
+	d.c.send("hello", hello)
+	// An offer still open is sent again after a reconnect.
+	if offers, err := h.store.OpenOffers(ctx, d.actor.ID); err == nil {
+		for _, o := range offers {
+			if b, err := h.store.Booking(ctx, o.BookingID); err == nil {
+				d.c.send("offer", dispatch.OfferMessage(o, b))
+			}
+		}
+	}
+}
+
+func (d *driverSession) stop(ctx context.Context) {
+	h := d.h
+	h.mu.Lock()
+	mine := h.drivers[d.actor.ID] == d
+	if mine {
+		delete(h.drivers, d.actor.ID)
+	}
+	h.mu.Unlock()
+	if mine {
+		h.unsubscribe(ctx, "to:drv:"+d.actor.ID)
+	}
+}
+
+func (d *driverSession) trackedBooking() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.booking
+}
+
+func (d *driverSession) onBooking(b dispatch.Booking) {
+	d.mu.Lock()
+	if b.Status.Active() {
+		d.booking = b.ID
+	} else if d.booking == b.ID {
+		d.booking = ""
+	}
+	d.mu.Unlock()
+	d.c.send("booking", b.Public())
+}
+
+func (d *driverSession) handle(ctx context.Context, env Envelope) error {
+	svc := d.h.svc
+	switch env.Type {
+	case "location":
+		var p dispatch.Point
+		if err := decode(env, &p); err != nil {
+			d.h.m.rejected.WithLabelValues("malformed").Inc()
+			return err
+		}
+		if !d.limit.Allow() {
+			d.h.m.rejected.WithLabelValues("rate_limited").Inc()
+			return nil
+		}
+		return d.accept(p)
+	case "locations":
+		var batch struct {
+			Points []dispatch.Point `json:"points"`
+		}
+		if err := decode(env, &batch); err != nil {
+			d.h.m.rejected.WithLabelValues("malformed").Inc()
+			return err
+		}
+		if !d.limit.Allow() {
+			d.h.m.rejected.WithLabelValues("rate_limited").Add(float64(len(batch.Points)))
+			return nil
+		}
+		var firstErr error
+		for _, p := range batch.Points {
+			if err := d.accept(p); err != nil && firstErr == nil {
+				firstErr = err
+			}
+		}
+		return firstErr
+	case "status":
+		var s struct {
+			State string `json:"state"`
+		}
+		if err := decode(env, &s); err != nil {
+			return err
+		}
+		return d.setStatus(ctx, s.State)
+	case "offer.accept":
+		var m struct {
+			OfferID string `json:"offer_id"`
+		}
+		if err := decode(env, &m); err != nil {
+			return err
+		}
+		b, err := svc.Accept(ctx, d.actor, m.OfferID)
+		if err == nil {
+			d.mu.Lock()
+			d.booking, d.state = b.ID, dispatch.DriverAssigned
+			d.mu.Unlock()
+		}
+		return err
+	case "offer.decline":
+		var m struct {
+			OfferID string `json:"offer_id"`
+			Reason  string `json:"reason"`
+		}
+		if err := decode(env, &m); err != nil {
+			return err
+		}
+		return svc.Decline(ctx, d.actor, m.OfferID, m.Reason)
+	case "trip.arrive", "trip.start", "trip.end", "trip.cancel":
+		var m struct {
+			BookingID string `json:"booking_id"`
+			OTP       string `json:"otp"`
+			Reason    string `json:"reason"`
+		}
+		if err := decode(env, &m); err != nil {
+			return err
+		}
+		var err error
+		switch env.Type {
+		case "trip.arrive":
+			_, err = svc.Arrive(ctx, d.actor, m.BookingID)
+		case "trip.start":
+			_, err = svc.Start(ctx, d.actor, m.BookingID, m.OTP)
+		case "trip.end":
+			_, err = svc.End(ctx, d.actor, m.BookingID)
+		case "trip.cancel":
+			_, err = svc.Cancel(ctx, d.actor, m.BookingID, m.Reason)
+		}
+		return err
+	}
+	return errInvalid("unknown message type " + quote(env.Type) + " for a driver")
+}
+
+func (d *driverSession) setStatus(ctx context.Context, s string) error {
+	var want dispatch.DriverState
+	switch s {
+	case "online":
+		want = dispatch.DriverAvailable
+	case "offline":
+		want = dispatch.DriverOffline
+	default:
+		return errInvalid(`state must be "online" or "offline"`)
+	}
+	if b, err := d.h.store.ActiveBookingOf(ctx, d.actor.ID); err == nil {
+		if want == dispatch.DriverOffline {
+			return errConflict("finish or cancel booking " + b.ID + " before going offline")
+		}
+		want = dispatch.DriverAssigned
+		if b.Status == dispatch.StatusInProgress {
+			want = dispatch.DriverOnTrip
+		}
+	}
+	if err := d.h.loc.SetState(ctx, d.actor.ID, want); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	d.state = want
+	d.mu.Unlock()
+	return nil
+}
+
+// accept validates one point against the last accepted one and queues it for the index.
+// A refused point is counted by reason and answered with an error frame; the socket stays open.
+func (d *driverSession) accept(p dispatch.Point) error {
+	h := d.h
+	h.m.received.Inc()
+	now := h.opts.Now()
+	reject := func(reason, msg string) error {
+		h.m.rejected.WithLabelValues(reason).Inc()
+		return errInvalid(msg)
+	}
+	switch {
+	case math.IsNaN(p.Lat) || math.IsNaN(p.Lng) || p.Lat < -90 || p.Lat > 90 || p.Lng < -180 || p.Lng > 180:
+		return reject("out_of_range", "lat must be within [-90, 90] and lng within [-180, 180]")
+	case p.Acc < 0 || p.Acc > h.opts.MaxAccuracyM:
+		return reject("inaccurate", "accuracy worse than the accepted bound")
+	case p.TS == 0:
+		return reject("no_timestamp", "ts (Unix milliseconds) is required")
+	}
+	at := time.UnixMilli(p.TS)
+	if skew := at.Sub(now); skew > h.opts.MaxSkew || skew < -h.opts.MaxSkew {
+		return reject("clock_skew", "ts is more than 2 minutes off the server clock")
+	}
+	d.mu.Lock()
+	last, state := d.last, d.state
+	if last != nil {
+		if p.TS <= last.TS {
+			d.mu.Unlock()
+			h.m.rejected.WithLabelValues("out_of_order").Inc()
+			return nil // older than what we have: latest wins, nothing to say
+		}
+		dist := geo.DistanceM(last.Lat, last.Lng, p.Lat, p.Lng)
+		hours := float64(p.TS-last.TS) / 3.6e6
+		if dist > 50 && dist/1000/hours > h.opts.MaxSpeedKmh {
+			d.mu.Unlock()
+			return reject("too_fast", "a jump implying more than 200 km/h")
+		}
+	}
+	pp := p
+	d.last = &pp
+	d.mu.Unlock()
+	newState := state
+	if newState == "" || newState == dispatch.DriverOffline {
+		newState = dispatch.DriverOffline
+	}
+	h.writer.Submit(geo.Update{DriverID: d.actor.ID, Point: p, NewState: newState, Received: now})
+	return nil
+}
+
+type conflictErr string
+
+func (e conflictErr) Error() string { return string(e) }
+func (e conflictErr) Unwrap() error { return dispatch.ErrConflict }
+
+func errConflict(msg string) error { return conflictErr(msg) }
+
+func quote(s string) string {
+	if len(s) > 40 {
+		s = s[:40]
+	}
+	return `"` + s + `"`
+}

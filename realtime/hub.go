@@ -1,0 +1,362 @@
+// Package realtime owns the WebSocket sessions of drivers, customers and dispatchers, and the
+// fan-out of booking changes and driver positions across gateway nodes through Redis pub/sub.
+//
+// Channels (keyed so that a gateway subscribes only to what its own viewers need):
+//
+//	ev:bookings         booking events from the store's outbox relay (every gateway)
+//	to:drv:<driver>     messages for one driver (offers, revocations), subscribed by its gateway
+//	trk:<booking>       the assigned driver's positions, subscribed by gateways with its customer
+//	loc:<region>        batches of driver positions in a region, subscribed for dispatchers' areas
+//
+// realtime must not change bookings itself: every action goes through dispatch.Service.
+package realtime
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/drivers4me/dispatch/dispatch"
+	"github.com/drivers4me/dispatch/geo"
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+)
+
+// Authenticate verifies a request's token before the upgrade and returns who it is and when
+// the token expires.
+type Authenticate func(r *http.Request) (dispatch.Actor, time.Time, error)
+
+// Options configure a Hub.
+type Options struct {
+	Auth           Authenticate
+	AllowedOrigins []string // empty: same host only (and any app without an Origin header)
+	// Validation bounds of location points.
+	MaxAccuracyM float64       // default 100
+	MaxSkew      time.Duration // default 2 min
+	MaxSpeedKmh  float64       // default 200
+	// Rate is the location frames a driver may send per second (default 5).
+	Rate float64
+	// ViewFlush is how often viewers receive coalesced location frames (default 1 s).
+	ViewFlush time.Duration
+	Now       func() time.Time
+}
+
+// Hub serves /v1/ws. Run owns the pub/sub goroutine; Shutdown closes every socket with 1001
+// and waits for their goroutines. All methods are safe for concurrent use.
+//
+// Lock order: Hub.mu, then a session's own lock; never the other way.
+type Hub struct {
+	*Bus
+	rdb    redis.UniversalClient
+	svc    *dispatch.Service
+	store  dispatch.BookingStore
+	loc    *geo.Index
+	writer *geo.Writer
+	opts   Options
+	log    zerolog.Logger
+	m      metrics
+
+	up websocket.Upgrader
+
+	mu         sync.Mutex
+	ps         *redis.PubSub
+	subs       map[string]int // channel -> sessions needing it
+	drivers    map[string]*driverSession
+	watchers   map[string]map[*viewer]bool // booking id -> customers watching it
+	dispatch   map[*viewer]bool            // dispatchers
+	all        map[*conn]bool
+	draining   bool
+	wg         sync.WaitGroup
+	seenEvents *dedupe
+}
+
+// NewHub returns a hub. writer must be the geo.Writer whose OnWritten calls Hub.OnWritten.
+func NewHub(rdb redis.UniversalClient, bus *Bus, svc *dispatch.Service, store dispatch.BookingStore, loc *geo.Index, opts Options, reg prometheus.Registerer, log zerolog.Logger) *Hub {
+	if opts.MaxAccuracyM <= 0 {
+		opts.MaxAccuracyM = 100
+	}
+	if opts.MaxSkew <= 0 {
+		opts.MaxSkew = 2 * time.Minute
+	}
+	if opts.MaxSpeedKmh <= 0 {
+		opts.MaxSpeedKmh = 200
+	}
+	if opts.Rate <= 0 {
+		opts.Rate = 5
+	}
+	if opts.ViewFlush <= 0 {
+		opts.ViewFlush = time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	h := &Hub{Bus: bus, rdb: rdb, svc: svc, store: store, loc: loc, opts: opts, log: log, m: newMetrics(reg),
+		subs: map[string]int{}, drivers: map[string]*driverSession{}, watchers: map[string]map[*viewer]bool{},
+		dispatch: map[*viewer]bool{}, all: map[*conn]bool{}, seenEvents: newDedupe(4096)}
+	h.up = websocket.Upgrader{
+		ReadBufferSize:  1024,
+		WriteBufferSize: 1024,
+		WriteBufferPool: &sync.Pool{},
+		Subprotocols:    []string{"dispatch.v1"},
+		CheckOrigin:     h.checkOrigin,
+	}
+	return h
+}
+
+// SetWriter attaches the location writer (it is built with the hub's OnWritten callback).
+func (h *Hub) SetWriter(w *geo.Writer) { h.writer = w }
+
+func (h *Hub) checkOrigin(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true // native apps send none
+	}
+	for _, o := range h.opts.AllowedOrigins {
+		if o == "*" || strings.EqualFold(o, origin) {
+			return true
+		}
+	}
+	// Same host as the page that opened the socket.
+	host := origin
+	if i := strings.Index(host, "://"); i >= 0 {
+		host = host[i+3:]
+	}
+	return strings.EqualFold(host, r.Host)
+}
+
+// Run subscribes to the booking events and routes pub/sub messages until ctx is done.
+func (h *Hub) Run(ctx context.Context) error {
+	h.mu.Lock()
+	h.ps = h.rdb.Subscribe(ctx, h.ch("ev:bookings"))
+	ps := h.ps
+	h.mu.Unlock()
+	defer ps.Close()
+	ch := ps.Channel(redis.WithChannelSize(4096))
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case msg, ok := <-ch:
+			if !ok {
+				return nil
+			}
+			h.route(ctx, msg.Channel, []byte(msg.Payload))
+		}
+	}
+}
+
+func (h *Hub) subscribe(ctx context.Context, channels ...string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var fresh []string
+	for _, c := range channels {
+		h.subs[c]++
+		if h.subs[c] == 1 {
+			fresh = append(fresh, h.ch(c))
+		}
+	}
+	if len(fresh) > 0 && h.ps != nil {
+		if err := h.ps.Subscribe(ctx, fresh...); err != nil {
+			h.log.Warn().Err(err).Msg("subscribe")
+		}
+	}
+}
+
+func (h *Hub) unsubscribe(ctx context.Context, channels ...string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var gone []string
+	for _, c := range channels {
+		if h.subs[c] <= 0 {
+			continue
+		}
+		h.subs[c]--
+		if h.subs[c] == 0 {
+			delete(h.subs, c)
+			gone = append(gone, h.ch(c))
+		}
+	}
+	if len(gone) > 0 && h.ps != nil {
+		_ = h.ps.Unsubscribe(ctx, gone...)
+	}
+}
+
+func (h *Hub) route(ctx context.Context, channel string, payload []byte) {
+	channel = strings.TrimPrefix(channel, h.prefix)
+	switch {
+	case channel == "ev:bookings":
+		var e dispatch.Event
+		if err := json.Unmarshal(payload, &e); err != nil {
+			return
+		}
+		if !h.seenEvents.first(e.ID) {
+			h.m.dupEvents.Inc()
+			return
+		}
+		h.onBooking(e.Booking)
+	case strings.HasPrefix(channel, "to:drv:"):
+		h.mu.Lock()
+		d := h.drivers[strings.TrimPrefix(channel, "to:drv:")]
+		h.mu.Unlock()
+		if d != nil {
+			d.c.sendRaw(payload)
+		}
+	case strings.HasPrefix(channel, "trk:"):
+		var loc driverLocation
+		if err := json.Unmarshal(payload, &loc); err != nil {
+			return
+		}
+		h.mu.Lock()
+		var vs []*viewer
+		for v := range h.watchers[loc.BookingID] {
+			vs = append(vs, v)
+		}
+		h.mu.Unlock()
+		for _, v := range vs {
+			v.driverLocation(loc)
+		}
+	case strings.HasPrefix(channel, "loc:"):
+		var batch []dispatch.DriverView
+		if err := json.Unmarshal(payload, &batch); err != nil {
+			return
+		}
+		region := strings.TrimPrefix(channel, "loc:")
+		h.mu.Lock()
+		var vs []*viewer
+		for v := range h.dispatch {
+			vs = append(vs, v)
+		}
+		h.mu.Unlock()
+		for _, v := range vs {
+			v.drivers(region, batch)
+		}
+	}
+}
+
+// onBooking routes a changed booking to its driver, its watching customers and dispatchers.
+func (h *Hub) onBooking(b dispatch.Booking) {
+	h.mu.Lock()
+	var d *driverSession
+	if id := b.DriverID(); id != "" {
+		d = h.drivers[id]
+	}
+	var vs []*viewer
+	for v := range h.watchers[b.ID] {
+		vs = append(vs, v)
+	}
+	var ds []*viewer
+	for v := range h.dispatch {
+		ds = append(ds, v)
+	}
+	h.mu.Unlock()
+	if d != nil {
+		d.onBooking(b)
+	}
+	for _, v := range vs {
+		v.booking(b)
+	}
+	for _, v := range ds {
+		v.bookingUpdate(b)
+	}
+}
+
+// OnWritten publishes indexed positions: per region for dispatchers' maps, and per booking for
+// the customers of drivers on a booking. It is the geo.Writer's callback.
+func (h *Hub) OnWritten(ctx context.Context, ws []geo.Written) {
+	byRegion := map[string][]dispatch.DriverView{}
+	pipe := h.rdb.Pipeline()
+	n := 0
+	for _, w := range ws {
+		if !w.Applied {
+			h.m.rejected.WithLabelValues("out_of_order").Inc()
+			continue
+		}
+		h.m.indexed.Inc()
+		at := time.UnixMilli(w.Point.TS).UTC()
+		h.m.indexLag.Observe(time.Since(w.Received).Seconds())
+		byRegion[w.Region] = append(byRegion[w.Region], dispatch.DriverView{ID: w.DriverID, Lat: w.Point.Lat,
+			Lng: w.Point.Lng, Heading: w.Point.Heading, State: w.State, UpdatedAt: at})
+		h.mu.Lock()
+		d := h.drivers[w.DriverID]
+		h.mu.Unlock()
+		if d == nil {
+			continue
+		}
+		if bid := d.trackedBooking(); bid != "" {
+			b, _ := json.Marshal(driverLocation{BookingID: bid, Lat: w.Point.Lat, Lng: w.Point.Lng, Heading: w.Point.Heading, TS: w.Point.TS})
+			pipe.Publish(ctx, h.ch("trk:"+bid), b)
+			n++
+		}
+	}
+	for region, views := range byRegion {
+		b, _ := json.Marshal(views)
+		pipe.Publish(ctx, h.ch("loc:"+region), b)
+		n++
+	}
+	if n > 0 {
+		if _, err := pipe.Exec(ctx); err != nil {
+			h.log.Warn().Err(err).Msg("publish positions")
+		}
+	}
+}
+
+// Draining reports whether Shutdown has begun.
+func (h *Hub) Draining() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.draining
+}
+
+// Shutdown refuses new sockets, closes every socket with 1001 and waits for all session
+// goroutines, or for ctx.
+func (h *Hub) Shutdown(ctx context.Context) error {
+	h.mu.Lock()
+	h.draining = true
+	var cs []*conn
+	for c := range h.all {
+		cs = append(cs, c)
+	}
+	h.mu.Unlock()
+	for _, c := range cs {
+		c.close(websocket.CloseGoingAway, "server shutting down")
+	}
+	done := make(chan struct{})
+	go func() { h.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return errors.New("sockets still open after the shutdown deadline")
+	}
+}
+
+// dedupe remembers the last n event ids.
+type dedupe struct {
+	mu   sync.Mutex
+	seen map[string]bool
+	ring []string
+	next int
+}
+
+func newDedupe(n int) *dedupe { return &dedupe{seen: map[string]bool{}, ring: make([]string, n)} }
+
+func (d *dedupe) first(id string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.seen[id] {
+		return false
+	}
+	if old := d.ring[d.next]; old != "" {
+		delete(d.seen, old)
+	}
+	d.ring[d.next] = id
+	d.seen[id] = true
+	d.next = (d.next + 1) % len(d.ring)
+	return true
+}

@@ -1,0 +1,31 @@
+package realtime
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	sockets   *prometheus.GaugeVec
+	received  prometheus.Counter
+	indexed   prometheus.Counter
+	rejected  *prometheus.CounterVec
+	dropped   *prometheus.CounterVec
+	dupEvents prometheus.Counter
+	indexLag  prometheus.Histogram
+	outside   prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) metrics {
+	m := metrics{
+		sockets:   prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dispatch_sockets", Help: "Open WebSockets by role."}, []string{"role"}),
+		received:  prometheus.NewCounter(prometheus.CounterOpts{Name: "dispatch_locations_received_total", Help: "Location points read from driver sockets."}),
+		indexed:   prometheus.NewCounter(prometheus.CounterOpts{Name: "dispatch_locations_indexed_total", Help: "Location points written to the index."}),
+		rejected:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dispatch_locations_rejected_total", Help: "Location points refused, by reason."}, []string{"reason"}),
+		dropped:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dispatch_frames_dropped_total", Help: "Outgoing frames dropped or sockets closed for backpressure, by kind."}, []string{"kind"}),
+		dupEvents: prometheus.NewCounter(prometheus.CounterOpts{Name: "dispatch_duplicate_events_total", Help: "Booking events dropped as duplicates."}),
+		indexLag:  prometheus.NewHistogram(prometheus.HistogramOpts{Name: "dispatch_location_index_seconds", Help: "From socket read to indexed.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 12)}),
+		outside:   prometheus.NewCounter(prometheus.CounterOpts{Name: "dispatch_view_frames_outside_area_total", Help: "Driver updates sent to a dispatcher about a driver outside its area (must stay 0)."}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.sockets, m.received, m.indexed, m.rejected, m.dropped, m.dupEvents, m.indexLag, m.outside)
+	}
+	return m
+}
