@@ -1,0 +1,43 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// TestLiveMapInBrowser opens the live map in headless Chromium (Debian's package) driven by
+// playwright-core, against a server with simulated drivers: markers appear and move, and a new
+// booking shows up. The screenshot is kept in testdata/ (and in the test's log on failure).
+// It needs /usr/bin/chromium and `npm ci` in api/web/e2e; .ci/run installs both.
+func TestLiveMapInBrowser(t *testing.T) {
+	if _, err := os.Stat("/usr/bin/chromium"); err != nil {
+		t.Fatal("the browser test needs Debian's chromium: apt-get install chromium (.ci/run does)")
+	}
+	e2e, _ := filepath.Abs("../../api/web/e2e")
+	if _, err := os.Stat(filepath.Join(e2e, "node_modules", "playwright-core")); err != nil {
+		t.Fatalf("the browser test needs playwright-core: cd api/web/e2e && npm ci (.ci/run does)")
+	}
+	s := startServer(t, "real", map[string]string{"DISPATCH_SIMULATE_DRIVERS": "60"})
+	shot, _ := filepath.Abs("testdata/live-map.png")
+	_ = os.MkdirAll(filepath.Dir(shot), 0o755)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "node", "map.test.mjs")
+	cmd.Dir = e2e
+	cmd.Env = append(os.Environ(),
+		"BASE_URL=http://"+s.http,
+		"DISPATCHER_TOKEN="+sign(t, "dispatcher", "browser-test"),
+		"CUSTOMER_TOKEN="+sign(t, "customer", fmt.Sprint("browser-cust-", time.Now().UnixNano())),
+		"SCREENSHOT="+shot,
+	)
+	out, err := cmd.CombinedOutput()
+	t.Logf("browser test output:\n%s", out)
+	if err != nil {
+		t.Fatalf("browser test failed: %v (screenshot: %s)", err, shot)
+	}
+}
