@@ -159,6 +159,10 @@ type Offer struct {
 	DistanceM int         `json:"distance_m"`
 	CreatedAt time.Time   `json:"-"`
 	ExpiresAt time.Time   `json:"expires_at"`
+	// Region and Fence: the region lease under which the offer was made. A store refuses an
+	// offer whose fence is lower than one already used for the region (a stale owner).
+	Region string `json:"-"`
+	Fence  int64  `json:"-"`
 }
 
 // BookingFilter selects bookings for a list. Empty fields match everything.

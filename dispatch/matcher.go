@@ -4,13 +4,29 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
 )
+
+// The city speed model of the cost: a pickup's road distance is taken as 1.3 times the straight
+// line (a typical detour factor of Indian city grids) driven at 20 km/h, Bengaluru's average
+// speed at peak. Cost is estimated pickup seconds; matching minimises their sum.
+const (
+	detourFactor = 1.3
+	citySpeedMS  = 20 / 3.6
+	// requeueBonusS puts a booking that had a driver and lost it (the driver cancelled) first in
+	// line: its costs are lowered by this much, so it wins any driver it competes for.
+	requeueBonusS = 900
+)
+
+// PickupSeconds is the estimated time for a driver metres away to reach the pickup.
+func PickupSeconds(metres float64) float64 { return metres * detourFactor / citySpeedMS }
 
 // MatcherOptions configure the matching loop.
 type MatcherOptions struct {
@@ -20,15 +36,27 @@ type MatcherOptions struct {
 	Tick time.Duration
 	// OfferTimeout is how long a driver has to answer an offer (default 15 s).
 	OfferTimeout time.Duration
-	// Radii are the search radii in metres, one step further after each round without a driver.
+	// Radii are the search radii in metres, one step further after each window without a driver.
 	Radii []float64
 	// MaxSearch is how long a booking searches before it becomes unfulfilled (default 10 min).
 	MaxSearch time.Duration
 	// Fresh: a driver silent longer than this is no candidate (default 30 s).
 	Fresh time.Duration
-	// Candidates per booking considered (default 8).
+	// Candidates per booking considered (default 10).
 	Candidates int
-	Now        func() time.Time
+	// ScheduleLead: a scheduled booking starts searching this long before its start (default 45 min).
+	ScheduleLead time.Duration
+	// SolveBudget: a window with more candidate edges than MaxOptimalEdges is matched greedily
+	// (default 60 ms budget, 40,000 edges: what Assign solves within it on 2 cores).
+	MaxOptimalEdges int
+	// Greedy forces greedy-nearest (for comparisons).
+	Greedy bool
+	// LeaseTTL is how long a region stays owned without renewal (default 5 s); a dead process's
+	// regions move to the others within it.
+	LeaseTTL time.Duration
+	// Owner names this process in region leases (default a random id).
+	Owner string
+	Now   func() time.Time
 }
 
 func (o *MatcherOptions) defaults() {
@@ -51,7 +79,19 @@ func (o *MatcherOptions) defaults() {
 		o.Fresh = 30 * time.Second
 	}
 	if o.Candidates <= 0 {
-		o.Candidates = 8
+		o.Candidates = 10
+	}
+	if o.ScheduleLead <= 0 {
+		o.ScheduleLead = 45 * time.Minute
+	}
+	if o.MaxOptimalEdges <= 0 {
+		o.MaxOptimalEdges = 40000
+	}
+	if o.LeaseTTL <= 0 {
+		o.LeaseTTL = 5 * time.Second
+	}
+	if o.Owner == "" {
+		o.Owner = NewID("matcher")
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -60,56 +100,86 @@ func (o *MatcherOptions) defaults() {
 
 // pending is what the matcher remembers of a searching booking between ticks.
 type pending struct {
-	b         Booking
-	readyAt   time.Time // when it became ready for a window (zero: has an open offer)
-	offer     *Offer
-	rounds    int // windows it went through without a driver
-	excluded  map[string]bool
-	searching time.Time
+	b        Booking
+	region   string
+	readyAt  time.Time // when it became ready for a window (zero: has an open offer)
+	offer    *Offer
+	rounds   int // windows it went through without a driver: the radius step
+	excluded map[string]bool
+	offered  bool // it had an offer already (for the booking-to-offer histogram)
+	requeued bool // a driver accepted it and gave it back: first in line
 }
 
-// Matcher is the matching loop: it gathers searching bookings into windows, finds candidates,
-// solves the assignment, leases the chosen drivers and offers them the bookings, and expires
-// unanswered offers. State lives in the store and the locator; the matcher's memory is a cache
-// it rebuilds every tick, so a restarted or second matcher picks up where another left off.
+// owned is a region this matcher holds, with its fencing token.
+type owned struct {
+	fence   int64
+	renewed time.Time
+}
+
+// Matcher is the matching loop of the regions this process owns: it gathers searching bookings
+// into windows, finds candidates, solves the assignment, leases the chosen drivers and offers
+// them the bookings, expires unanswered offers, starts scheduled bookings at their lead time,
+// and gives up on bookings that searched too long.
+//
+// State lives in the store and the locator; the matcher's memory is a cache rebuilt every tick,
+// so a restarted matcher, or one that takes over a region, picks up where another left off.
+// One driver, one booking is not the matcher's promise alone: the driver's lease makes offers
+// exclusive, and the store's conditional updates make assignments exclusive even when leases fail.
 type Matcher struct {
-	store  MatchStore
-	loc    Locator
-	notify Notifier
-	opts   MatcherOptions
-	log    zerolog.Logger
+	store   MatchStore
+	loc     Locator
+	regions Regions
+	notify  Notifier
+	opts    MatcherOptions
+	log     zerolog.Logger
 
 	offersSent   prometheus.Counter
 	offersExpire prometheus.Counter
+	unfulfilledC prometheus.Counter
 	searchingG   prometheus.Gauge
+	regionsG     prometheus.Gauge
 	solveSeconds prometheus.Histogram
 	toOffer      prometheus.Histogram
+	pickupM      prometheus.Histogram
 
-	mu      sync.Mutex // guards pending
-	pending map[string]*pending
+	mu        sync.Mutex // guards the fields below
+	pending   map[string]*pending
+	owned     map[string]*owned
+	skills    map[string]skillEntry
+	lastSched time.Time
+}
+
+type skillEntry struct {
+	t  []Transmission
+	at time.Time
 }
 
 // NewMatcher returns a matcher; its metrics are registered on reg.
-func NewMatcher(store MatchStore, loc Locator, notify Notifier, opts MatcherOptions, reg prometheus.Registerer, log zerolog.Logger) *Matcher {
+func NewMatcher(store MatchStore, loc Locator, regions Regions, notify Notifier, opts MatcherOptions, reg prometheus.Registerer, log zerolog.Logger) *Matcher {
 	opts.defaults()
-	m := &Matcher{store: store, loc: loc, notify: notify, opts: opts, log: log, pending: map[string]*pending{},
+	m := &Matcher{store: store, loc: loc, regions: regions, notify: notify, opts: opts, log: log,
+		pending: map[string]*pending{}, owned: map[string]*owned{}, skills: map[string]skillEntry{},
 		offersSent:   prometheus.NewCounter(prometheus.CounterOpts{Name: "dispatch_offers_sent_total", Help: "Offers sent to drivers."}),
 		offersExpire: prometheus.NewCounter(prometheus.CounterOpts{Name: "dispatch_offers_expired_total", Help: "Offers that timed out."}),
-		searchingG:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "dispatch_searching_bookings", Help: "Bookings searching for a driver (queue depth)."}),
-		solveSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "dispatch_solve_seconds", Help: "Time to match one window.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
-		toOffer:      prometheus.NewHistogram(prometheus.HistogramOpts{Name: "dispatch_booking_to_offer_seconds", Help: "From a booking searching to its first offer.", Buckets: prometheus.ExponentialBuckets(0.05, 1.6, 14)}),
+		unfulfilledC: prometheus.NewCounter(prometheus.CounterOpts{Name: "dispatch_bookings_unfulfilled_total", Help: "Bookings that found no driver in time."}),
+		searchingG:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "dispatch_searching_bookings", Help: "Bookings searching in this matcher's regions (queue depth)."}),
+		regionsG:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "dispatch_regions_owned", Help: "Regions this matcher owns."}),
+		solveSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "dispatch_solve_seconds", Help: "Time to solve one window's assignment.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
+		toOffer:      prometheus.NewHistogram(prometheus.HistogramOpts{Name: "dispatch_booking_to_offer_seconds", Help: "From a booking searching to its first offer.", Buckets: prometheus.ExponentialBuckets(0.05, 1.4, 20)}),
+		pickupM:      prometheus.NewHistogram(prometheus.HistogramOpts{Name: "dispatch_offer_pickup_metres", Help: "Straight-line pickup distance of offers.", Buckets: prometheus.ExponentialBuckets(50, 1.5, 14)}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.offersSent, m.offersExpire, m.searchingG, m.solveSeconds, m.toOffer)
+		reg.MustRegister(m.offersSent, m.offersExpire, m.unfulfilledC, m.searchingG, m.regionsG, m.solveSeconds, m.toOffer, m.pickupM)
 	}
 	return m
 }
 
-// Run ticks until ctx is done. It returns nil on cancellation; a failing tick is logged and
-// retried on the next one (a store or Redis outage must not end the loop).
+// Run ticks until ctx is done, then gives its regions up so others take them at once. A
+// failing tick is logged and retried on the next one: a store or Redis outage must not end it.
 func (m *Matcher) Run(ctx context.Context) error {
 	t := time.NewTicker(m.opts.Tick)
 	defer t.Stop()
+	defer m.releaseAll()
 	for {
 		select {
 		case <-ctx.Done():
@@ -122,10 +192,65 @@ func (m *Matcher) Run(ctx context.Context) error {
 	}
 }
 
+func (m *Matcher) releaseAll() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	m.mu.Lock()
+	regions := make([]string, 0, len(m.owned))
+	for r := range m.owned {
+		regions = append(regions, r)
+	}
+	m.owned = map[string]*owned{}
+	m.mu.Unlock()
+	for _, r := range regions {
+		_ = m.regions.Release(ctx, r, m.opts.Owner)
+	}
+}
+
+// Owned lists the regions this matcher holds now.
+func (m *Matcher) Owned() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]string, 0, len(m.owned))
+	for r := range m.owned {
+		out = append(out, r)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// own reports whether this matcher holds region now, taking or renewing the lease as needed.
+func (m *Matcher) own(ctx context.Context, region string, now time.Time) (int64, bool) {
+	m.mu.Lock()
+	o := m.owned[region]
+	m.mu.Unlock()
+	if o != nil && now.Sub(o.renewed) < m.opts.LeaseTTL/3 {
+		return o.fence, true
+	}
+	fence, ok, err := m.regions.Acquire(ctx, region, m.opts.Owner, m.opts.LeaseTTL)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err != nil || !ok {
+		if o != nil {
+			m.log.Warn().Err(err).Str("region", region).Msg("region lease lost")
+		}
+		delete(m.owned, region)
+		return 0, false
+	}
+	if o == nil {
+		m.log.Info().Str("region", region).Int64("fence", fence).Msg("region acquired")
+	}
+	m.owned[region] = &owned{fence: fence, renewed: now}
+	return fence, true
+}
+
 // Tick is one pass of the loop (exported for tests that step time themselves).
 func (m *Matcher) Tick(ctx context.Context) error {
 	now := m.opts.Now()
-	searching, err := m.store.SearchingBookings(ctx, 5000)
+	if err := m.startScheduled(ctx, now); err != nil {
+		return err
+	}
+	searching, err := m.store.SearchingBookings(ctx, 10000)
 	if err != nil {
 		return fmt.Errorf("list searching: %w", err)
 	}
@@ -137,30 +262,54 @@ func (m *Matcher) Tick(ctx context.Context) error {
 	for _, o := range open {
 		openByBooking[o.BookingID] = o
 	}
+	// Which regions are ours this tick (renewing at a third of the TTL).
+	mine := map[string]int64{}
+	for _, b := range searching {
+		r := m.regions.RegionOf(b.Pickup.Lat, b.Pickup.Lng)
+		if _, seen := mine[r]; seen {
+			continue
+		}
+		if fence, ok := m.own(ctx, r, now); ok {
+			mine[r] = fence
+		} else {
+			mine[r] = 0
+		}
+	}
+	m.mu.Lock()
+	for r := range m.owned {
+		if _, busy := mine[r]; !busy && now.Sub(m.owned[r].renewed) < m.opts.LeaseTTL/3 {
+			mine[r] = m.owned[r].fence // keep quiet regions until their renewal is due
+		}
+	}
+	m.regionsG.Set(float64(len(m.owned)))
+	m.mu.Unlock()
+
 	// Offers past their time expire whoever made them (a matcher that died leaves them).
 	for _, o := range open {
-		if now.After(o.ExpiresAt) {
+		if now.After(o.ExpiresAt) && mine[m.regionOfOffer(o, searching)] > 0 {
 			m.expire(ctx, o)
 			delete(openByBooking, o.BookingID)
 		}
 	}
 	m.mu.Lock()
 	seen := map[string]bool{}
+	var fresh []*pending
 	for _, b := range searching {
+		region := m.regions.RegionOf(b.Pickup.Lat, b.Pickup.Lng)
+		if mine[region] == 0 {
+			continue
+		}
 		seen[b.ID] = true
 		p, ok := m.pending[b.ID]
 		if !ok {
-			p = &pending{b: b, searching: now, excluded: map[string]bool{}}
-			if declined, err := m.store.DeclinedBy(ctx, b.ID); err == nil {
-				for _, d := range declined {
-					p.excluded[d] = true
-				}
-			}
+			p = &pending{b: b, region: region, excluded: map[string]bool{}}
 			m.pending[b.ID] = p
+			fresh = append(fresh, p)
 		}
 		p.b = b
 		if o, ok := openByBooking[b.ID]; ok {
 			p.offer = &o
+			p.offered = true
 			p.readyAt = time.Time{}
 			continue
 		}
@@ -179,14 +328,34 @@ func (m *Matcher) Tick(ctx context.Context) error {
 		}
 	}
 	m.searchingG.Set(float64(len(m.pending)))
+	m.mu.Unlock()
+	// Drivers who declined before (perhaps to another matcher) stay excluded after a takeover.
+	for _, p := range fresh {
+		declined, err := m.store.DeclinedBy(ctx, p.b.ID)
+		if err != nil {
+			return fmt.Errorf("declined by: %w", err)
+		}
+		cancelled, err := m.store.DriversWhoCancelled(ctx, p.b.ID)
+		if err != nil {
+			return fmt.Errorf("drivers who cancelled: %w", err)
+		}
+		m.mu.Lock()
+		for _, d := range append(declined, cancelled...) {
+			p.excluded[d] = true
+		}
+		p.requeued = len(cancelled) > 0
+		m.mu.Unlock()
+	}
+	m.mu.Lock()
 	var ready []*pending
 	var oldest time.Time
+	var expired []Booking
 	for _, p := range m.pending {
 		if p.offer != nil || p.readyAt.IsZero() {
 			continue
 		}
-		if now.Sub(p.searching) > m.opts.MaxSearch {
-			m.unfulfilled(ctx, p.b)
+		if now.Sub(searchingSince(p.b, m.opts.ScheduleLead)) > m.opts.MaxSearch {
+			expired = append(expired, p.b)
 			continue
 		}
 		ready = append(ready, p)
@@ -195,10 +364,58 @@ func (m *Matcher) Tick(ctx context.Context) error {
 		}
 	}
 	m.mu.Unlock()
+	for _, b := range expired {
+		m.unfulfilled(ctx, b)
+	}
 	if len(ready) == 0 || now.Sub(oldest) < m.opts.Window {
 		return nil
 	}
-	return m.match(ctx, ready, now)
+	return m.match(ctx, ready, mine, now)
+}
+
+func (m *Matcher) regionOfOffer(o Offer, searching []Booking) string {
+	if o.Region != "" {
+		return o.Region
+	}
+	for _, b := range searching {
+		if b.ID == o.BookingID {
+			return m.regions.RegionOf(b.Pickup.Lat, b.Pickup.Lng)
+		}
+	}
+	return ""
+}
+
+// searchingSince is when a booking began to search: its creation, or its lead time if scheduled.
+func searchingSince(b Booking, lead time.Duration) time.Time {
+	if s := b.StartAt.Add(-lead); s.After(b.CreatedAt) {
+		return s
+	}
+	return b.CreatedAt
+}
+
+// startScheduled moves scheduled bookings whose lead time has come to searching (once a second).
+func (m *Matcher) startScheduled(ctx context.Context, now time.Time) error {
+	m.mu.Lock()
+	due := now.Sub(m.lastSched) >= time.Second
+	if due {
+		m.lastSched = now
+	}
+	m.mu.Unlock()
+	if !due {
+		return nil
+	}
+	bs, err := m.store.DueScheduled(ctx, now.Add(m.opts.ScheduleLead), 1000)
+	if err != nil {
+		return fmt.Errorf("due scheduled: %w", err)
+	}
+	for _, b := range bs {
+		_, err := m.store.Transition(ctx, Change{BookingID: b.ID, From: []Status{StatusScheduled}, To: StatusSearching,
+			Version: b.Version, Actor: "system", Reason: "lead time reached", At: now})
+		if err != nil && !errors.Is(err, ErrConflict) {
+			return fmt.Errorf("start scheduled %s: %w", b.ID, err)
+		}
+	}
+	return nil
 }
 
 func (m *Matcher) expire(ctx context.Context, o Offer) {
@@ -219,50 +436,120 @@ func (m *Matcher) expire(ctx context.Context, o Offer) {
 func (m *Matcher) unfulfilled(ctx context.Context, b Booking) {
 	_, err := m.store.Transition(ctx, Change{BookingID: b.ID, From: []Status{StatusSearching}, To: StatusUnfulfilled,
 		Actor: "system", Reason: "no driver found in time", At: m.opts.Now()})
-	if err != nil && !errors.Is(err, ErrConflict) {
+	if err == nil {
+		m.unfulfilledC.Inc()
+	} else if !errors.Is(err, ErrConflict) {
 		m.log.Warn().Err(err).Str("booking", b.ID).Msg("mark unfulfilled")
 	}
 }
 
-// match solves one window: candidates per booking, the assignment, then offers.
-func (m *Matcher) match(ctx context.Context, ready []*pending, now time.Time) error {
-	sort.Slice(ready, func(i, j int) bool { return ready[i].b.CreatedAt.Before(ready[j].b.CreatedAt) })
-	start := time.Now()
+type cand struct {
+	driver string
+	dist   float64
+}
+
+// skillsOf returns the transmissions a driver can drive (cached for a minute).
+func (m *Matcher) skillsOf(ctx context.Context, driverID string, now time.Time) []Transmission {
+	m.mu.Lock()
+	e, ok := m.skills[driverID]
+	m.mu.Unlock()
+	if ok && now.Sub(e.at) < time.Minute {
+		return e.t
+	}
+	d, err := m.store.Driver(ctx, driverID)
+	if err != nil {
+		return nil
+	}
+	m.mu.Lock()
+	m.skills[driverID] = skillEntry{t: d.Transmissions, at: now}
+	m.mu.Unlock()
+	return d.Transmissions
+}
+
+func can(skills []Transmission, t Transmission) bool {
+	for _, s := range skills {
+		if s == t {
+			return true
+		}
+	}
+	return false
+}
+
+// candidates finds, for each ready booking, the nearest available, fresh drivers who can drive
+// its car and have not turned it down, within its current radius step.
+func (m *Matcher) candidates(ctx context.Context, ready []*pending, now time.Time) ([][]cand, error) {
 	fresh := now.Add(-m.opts.Fresh)
-	type cand struct {
-		driver string
-		dist   float64
-	}
-	cands := make([][]cand, len(ready))
+	out := make([][]cand, len(ready))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
 	for i, p := range ready {
-		step := p.rounds
-		if step >= len(m.opts.Radii) {
-			step = len(m.opts.Radii) - 1
+		m.mu.Lock()
+		step := min(p.rounds, len(m.opts.Radii)-1)
+		excl := make(map[string]bool, len(p.excluded))
+		for d := range p.excluded {
+			excl[d] = true
 		}
-		excl := p.excluded
-		near, err := m.loc.Nearby(ctx, p.b.Pickup.Lat, p.b.Pickup.Lng, m.opts.Radii[step], m.opts.Candidates,
-			func(pos Position) bool {
-				return pos.State == DriverAvailable && pos.At.After(fresh) && !excl[pos.DriverID]
-			})
-		if err != nil {
-			return fmt.Errorf("candidates for %s: %w", p.b.ID, err)
+		m.mu.Unlock()
+		g.Go(func() error {
+			near, err := m.loc.Nearby(gctx, p.b.Pickup.Lat, p.b.Pickup.Lng, m.opts.Radii[step], m.opts.Candidates*2,
+				func(pos Position) bool {
+					return pos.State == DriverAvailable && pos.At.After(fresh) && !excl[pos.DriverID]
+				})
+			if err != nil {
+				return fmt.Errorf("candidates for %s: %w", p.b.ID, err)
+			}
+			for _, n := range near {
+				if len(out[i]) == m.opts.Candidates {
+					break
+				}
+				if can(m.skillsOf(gctx, n.DriverID, now), p.b.Car.Transmission) {
+					out[i] = append(out[i], cand{n.DriverID, n.DistanceM})
+				}
+			}
+			return nil
+		})
+	}
+	return out, g.Wait()
+}
+
+// match solves one window: candidates per booking, the assignment, then offers.
+func (m *Matcher) match(ctx context.Context, ready []*pending, fences map[string]int64, now time.Time) error {
+	// Oldest first, and bookings given back by a driver before all: greedy serves them first.
+	sort.Slice(ready, func(i, j int) bool {
+		if ready[i].requeued != ready[j].requeued {
+			return ready[i].requeued
 		}
-		for _, n := range near {
-			cands[i] = append(cands[i], cand{n.DriverID, n.DistanceM})
+		return ready[i].b.CreatedAt.Before(ready[j].b.CreatedAt)
+	})
+	cands, err := m.candidates(ctx, ready, now)
+	if err != nil {
+		return err
+	}
+	// Columns are the distinct drivers; edges carry estimated pickup seconds.
+	col := map[string]int{}
+	var drivers []string
+	var edges []Edge
+	for i, cs := range cands {
+		bonus := 0.0
+		if ready[i].requeued {
+			bonus = requeueBonusS
+		}
+		for _, c := range cs {
+			j, ok := col[c.driver]
+			if !ok {
+				j = len(drivers)
+				col[c.driver] = j
+				drivers = append(drivers, c.driver)
+			}
+			edges = append(edges, Edge{Row: i, Col: j, Cost: math.Max(0, PickupSeconds(c.dist)-bonus)})
 		}
 	}
-	// Nearest first, each driver once, oldest booking first.
-	taken := map[string]bool{}
-	chosen := make([]int, len(ready))
-	for i := range ready {
-		chosen[i] = -1
-		for j, c := range cands[i] {
-			if !taken[c.driver] {
-				taken[c.driver] = true
-				chosen[i] = j
-				break
-			}
-		}
+	start := time.Now()
+	var chosen []int
+	if m.opts.Greedy || len(edges) > m.opts.MaxOptimalEdges {
+		chosen = AssignGreedy(len(ready), len(drivers), edges)
+	} else {
+		chosen = Assign(len(ready), len(drivers), edges)
 	}
 	m.solveSeconds.Observe(time.Since(start).Seconds())
 	for i, p := range ready {
@@ -273,21 +560,35 @@ func (m *Matcher) match(ctx context.Context, ready []*pending, now time.Time) er
 			m.mu.Unlock()
 			continue
 		}
-		c := cands[i][chosen[i]]
-		if err := m.offer(ctx, p, c.driver, c.dist, now); err != nil {
-			m.log.Warn().Err(err).Str("booking", p.b.ID).Str("driver", c.driver).Msg("offer")
+		driver := drivers[chosen[i]]
+		dist := 0.0
+		for _, c := range cands[i] {
+			if c.driver == driver {
+				dist = c.dist
+			}
+		}
+		if err := m.offer(ctx, p, driver, dist, fences[p.region], now); err != nil {
+			m.log.Warn().Err(err).Str("booking", p.b.ID).Str("driver", driver).Msg("offer")
 		}
 	}
 	return nil
 }
 
-// offer leases the driver, records the offer and tells the driver.
-func (m *Matcher) offer(ctx context.Context, p *pending, driverID string, distM float64, now time.Time) error {
+// offer leases the driver, records the offer under the region's fence and tells the driver.
+func (m *Matcher) offer(ctx context.Context, p *pending, driverID string, distM float64, fence int64, now time.Time) error {
 	o := Offer{ID: NewID("of"), BookingID: p.b.ID, DriverID: driverID, Status: OfferOpen,
-		DistanceM: int(distM + 0.5), CreatedAt: now, ExpiresAt: now.Add(m.opts.OfferTimeout)}
+		DistanceM: int(distM + 0.5), CreatedAt: now, ExpiresAt: now.Add(m.opts.OfferTimeout),
+		Region: p.region, Fence: fence}
 	ok, err := m.loc.Reserve(ctx, driverID, o.ID, m.opts.OfferTimeout+5*time.Second)
-	if err != nil || !ok {
+	if err != nil {
 		return err
+	}
+	if !ok {
+		// Someone else is offering this driver something: try again next window.
+		m.mu.Lock()
+		p.readyAt = now
+		m.mu.Unlock()
+		return nil
 	}
 	if err := m.store.CreateOffer(ctx, o); err != nil {
 		_ = m.loc.Release(ctx, driverID, o.ID)
@@ -295,13 +596,15 @@ func (m *Matcher) offer(ctx context.Context, p *pending, driverID string, distM 
 	}
 	_ = m.loc.SetState(ctx, driverID, DriverOffered)
 	m.mu.Lock()
-	if p.offer == nil && p.rounds == 0 && len(p.excluded) == 0 {
-		m.toOffer.Observe(now.Sub(p.b.CreatedAt).Seconds())
+	if !p.offered {
+		m.toOffer.Observe(now.Sub(searchingSince(p.b, m.opts.ScheduleLead)).Seconds())
 	}
+	p.offered = true
 	p.offer = &o
 	p.readyAt = time.Time{}
 	m.mu.Unlock()
 	m.offersSent.Inc()
+	m.pickupM.Observe(distM)
 	return m.notify.ToDriver(ctx, driverID, "offer", OfferMessage(o, p.b))
 }
 

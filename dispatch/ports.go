@@ -137,6 +137,10 @@ type MatchStore interface {
 	BookingStore
 	// SearchingBookings lists searching bookings, oldest first.
 	SearchingBookings(ctx context.Context, limit int) ([]Booking, error)
+	// DueScheduled lists scheduled bookings starting before `before`, soonest first.
+	DueScheduled(ctx context.Context, before time.Time, limit int) ([]Booking, error)
+	// DriversWhoCancelled lists the drivers who accepted the booking and then gave it back.
+	DriversWhoCancelled(ctx context.Context, bookingID string) ([]string, error)
 }
 
 // DriverView is a driver as the apps and the live map see it (API.md "DriverView").
@@ -154,4 +158,17 @@ type DriverView struct {
 // View is the position as a DriverView.
 func (p Position) View() DriverView {
 	return DriverView{ID: p.DriverID, Lat: p.Lat, Lng: p.Lng, Heading: p.Heading, State: p.State, UpdatedAt: p.At}
+}
+
+// Regions splits the matching work among dispatcher processes: each region is owned by one
+// process at a time through a lease; the fencing token grows with every new owner, so a
+// process that lost its lease without knowing it is refused by the store.
+type Regions interface {
+	// RegionOf names the region of a point.
+	RegionOf(lat, lng float64) string
+	// Acquire takes the region's lease for owner, or renews it when owner holds it. It returns
+	// the owner's fencing token, and ok == false when another owner holds the lease.
+	Acquire(ctx context.Context, region, owner string, ttl time.Duration) (fence int64, ok bool, err error)
+	// Release gives the lease up if owner holds it.
+	Release(ctx context.Context, region, owner string) error
 }

@@ -215,7 +215,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 		g.Go(func() error { return writer.Run(gctx) })
 	}
 	if cfg.Has("dispatcher") {
-		m := dispatch.NewMatcher(conns.db, index, bus, dispatch.MatcherOptions{
+		m := dispatch.NewMatcher(conns.db, index, geo.NewRegions(conns.rdb, geo.Options{Prefix: cfg.RedisPrefix}), bus, dispatch.MatcherOptions{
 			Window: cfg.MatchWindow, OfferTimeout: cfg.OfferTimeout, MaxSearch: cfg.MaxSearch, Fresh: cfg.DriverFresh,
 		}, reg, log.With().Str("component", "matcher").Logger())
 		g.Go(func() error { return m.Run(gctx) })

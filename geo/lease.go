@@ -1,0 +1,64 @@
+package geo
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/drivers4me/dispatch/dispatch"
+	"github.com/redis/go-redis/v9"
+)
+
+// Regions hands out region ownership to dispatcher processes: a lease per region with a
+// fencing token that grows with every new owner. Keys share the region's hash tag:
+//
+//	lease:{r<region>}   owner, with a TTL
+//	fence:{r<region>}   the last fencing token handed out
+type Regions struct {
+	rdb    redis.UniversalClient
+	prefix string
+}
+
+var _ dispatch.Regions = (*Regions)(nil)
+
+// NewRegions returns region leases over rdb, with the same prefix as the Index.
+func NewRegions(rdb redis.UniversalClient, opts Options) *Regions {
+	return &Regions{rdb: rdb, prefix: opts.Prefix}
+}
+
+// acquireScript: renew when owner holds the lease, take it when free (with a new fence), else -1.
+var acquireScript = redis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return tonumber(redis.call('GET', KEYS[2]) or '0')
+end
+if cur then return -1 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return redis.call('INCR', KEYS[2])
+`)
+
+// RegionOf implements dispatch.Regions.
+func (r *Regions) RegionOf(lat, lng float64) string { return Region(lat, lng) }
+
+// Acquire implements dispatch.Regions.
+func (r *Regions) Acquire(ctx context.Context, region, owner string, ttl time.Duration) (int64, bool, error) {
+	keys := []string{r.prefix + "lease:{r" + region + "}", r.prefix + "fence:{r" + region + "}"}
+	n, err := acquireScript.Run(ctx, r.rdb, keys, owner, ttl.Milliseconds()).Int64()
+	if err != nil {
+		return 0, false, fmt.Errorf("lease region %s: %w", region, err)
+	}
+	if n < 0 {
+		return 0, false, nil
+	}
+	return n, true, nil
+}
+
+// Release implements dispatch.Regions: it drops the lease only if owner still holds it.
+func (r *Regions) Release(ctx context.Context, region, owner string) error {
+	key := r.prefix + "lease:{r" + region + "}"
+	if err := releaseScript.Run(ctx, r.rdb, []string{key}, owner).Err(); err != nil && err != redis.Nil {
+		return fmt.Errorf("release region %s: %w", region, err)
+	}
+	return nil
+}

@@ -1,0 +1,182 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/drivers4me/dispatch/dispatch"
+)
+
+// RunRelay is the outbox relay: until ctx is done it claims unpublished outbox rows, publishes
+// their events in order of id and marks them published, a round every interval (at once again
+// while there is a backlog). It returns nil when ctx is done.
+//
+// Delivery is at least once: a publish error ends the round and leaves that row and the ones after
+// it for the next round; a relay that dies leaves its claimed rows to others once its lease
+// (Options.RelayLease) runs out. Several processes may run it at once: each claims its own rows
+// with a conditional UPDATE. Events are in id order within a relay; two relays working through a
+// backlog at the same time may interleave theirs, so consumers must tolerate an older event after
+// a newer one (and drop duplicates by Event.ID). Errors are logged, not returned: the relay keeps
+// going while the database or the publisher is away.
+func (d *DB) RunRelay(ctx context.Context, pub dispatch.Publisher, interval time.Duration) error {
+	if interval <= 0 {
+		interval = 100 * time.Millisecond
+	}
+	claimer := newID("relay")
+	log := d.log.With().Str("relay", claimer).Logger()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	failures := 0
+	for {
+		n, err := d.relayOnce(ctx, pub, claimer)
+		if ctx.Err() != nil {
+			return nil
+		}
+		switch {
+		case err != nil:
+			// Log the first failure of a run and then one in a hundred, not one per tick.
+			if failures%100 == 0 {
+				log.Warn().Err(err).Int("failures", failures+1).Msg("outbox relay round failed")
+			}
+			failures++
+		case failures > 0:
+			log.Info().Int("failures", failures).Msg("outbox relay recovered")
+			failures = 0
+		}
+		if err == nil && n >= d.opts.RelayBatch {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+type outboxRow struct {
+	id      int64
+	payload []byte
+}
+
+// relayOnce is one round of the relay; it returns how many events it published.
+func (d *DB) relayOnce(ctx context.Context, pub dispatch.Publisher, claimer string) (int, error) {
+	t := now()
+	err := d.inTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE outbox SET claimed_by = ?, claimed_until = ?
+			WHERE published_at IS NULL AND (claimed_until IS NULL OR claimed_until < ?) ORDER BY id LIMIT ?`,
+			claimer, t.Add(d.opts.RelayLease), t, d.opts.RelayBatch)
+		return translate(err)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("claim outbox rows: %w", err)
+	}
+	// Rows claimed in an earlier round whose marking failed come back here too, in order.
+	batch, err := d.claimed(ctx, claimer)
+	if err != nil || len(batch) == 0 {
+		return 0, err
+	}
+
+	var done []any
+	var pubErr error
+	for _, r := range batch {
+		var e dispatch.Event
+		if err := json.Unmarshal(r.payload, &e); err != nil {
+			// Written by this package, so never expected; skipping beats blocking every later event.
+			d.log.Error().Err(err).Int64("outbox_id", r.id).Msg("outbox row unreadable, skipped")
+			done = append(done, r.id)
+			continue
+		}
+		if err := pub.Publish(ctx, e); err != nil {
+			pubErr = fmt.Errorf("publish event %s: %w", e.ID, err)
+			break
+		}
+		done = append(done, r.id)
+	}
+
+	// Record what happened even when ctx ended meanwhile, or the next relay repeats it all.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	var markErr error
+	if len(done) > 0 {
+		_, err := d.db.ExecContext(wctx, `UPDATE outbox SET published_at = ?, claimed_until = NULL
+			WHERE claimed_by = ? AND id IN (?`+strings.Repeat(", ?", len(done)-1)+")",
+			append([]any{now(), claimer}, done...)...)
+		if err != nil {
+			markErr = fmt.Errorf("mark %d outbox rows published: %w", len(done), translate(err))
+		}
+	}
+	if pubErr != nil {
+		// Give the rest back at once, so the next round (of any relay) starts from the failed one.
+		_, err := d.db.ExecContext(wctx, `UPDATE outbox SET claimed_by = NULL, claimed_until = NULL
+			WHERE claimed_by = ? AND published_at IS NULL`, claimer)
+		if err != nil {
+			markErr = errors.Join(markErr, fmt.Errorf("release outbox rows: %w", translate(err)))
+		}
+	}
+	return len(done), errors.Join(pubErr, markErr)
+}
+
+func (d *DB) claimed(ctx context.Context, claimer string) ([]outboxRow, error) {
+	rows, err := d.db.QueryContext(ctx, `SELECT id, payload FROM outbox
+		WHERE claimed_by = ? AND published_at IS NULL ORDER BY id LIMIT ?`, claimer, d.opts.RelayBatch)
+	if err != nil {
+		return nil, fmt.Errorf("read claimed outbox rows: %w", translate(err))
+	}
+	defer rows.Close()
+	var batch []outboxRow
+	for rows.Next() {
+		var r outboxRow
+		if err := rows.Scan(&r.id, &r.payload); err != nil {
+			return nil, fmt.Errorf("read claimed outbox rows: %w", translate(err))
+		}
+		batch = append(batch, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read claimed outbox rows: %w", translate(err))
+	}
+	return batch, nil
+}
+
+// PruneOutbox deletes events published before `before`, in slices of 5000 rows so that no
+// statement holds locks for long, and returns how many it deleted.
+func (d *DB) PruneOutbox(ctx context.Context, before time.Time) (int64, error) {
+	const slice = 5000
+	var total int64
+	for {
+		res, err := d.db.ExecContext(ctx, `DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < ?
+			ORDER BY published_at LIMIT ?`, dbTime(before), slice)
+		if err != nil {
+			return total, fmt.Errorf("prune outbox: %w", translate(err))
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return total, fmt.Errorf("prune outbox: %w", translate(err))
+		}
+		total += n
+		if n < slice {
+			return total, nil
+		}
+	}
+}
+
+// InvariantViolations counts, in one query, the drivers holding more than one active booking
+// (assigned, arrived, in_progress) plus the active bookings without a driver. It must always be
+// 0; ops alert on anything else.
+func (d *DB) InvariantViolations(ctx context.Context) (int, error) {
+	var n int
+	err := d.db.QueryRowContext(ctx, `SELECT
+		(SELECT COUNT(*) FROM (SELECT driver_id FROM bookings
+			WHERE status IN (`+activeStatuses+`) AND driver_id IS NOT NULL
+			GROUP BY driver_id HAVING COUNT(*) > 1) AS doubled)
+		+ (SELECT COUNT(*) FROM bookings WHERE status IN (`+activeStatuses+`) AND driver_id IS NULL)`).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("count invariant violations: %w", translate(err))
+	}
+	return n, nil
+}

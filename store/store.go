@@ -1,0 +1,383 @@
+// Package store keeps the business in MySQL (MariaDB 10.11 in production, go-mysql-server in
+// process for development): bookings and their append-only history, offers, drivers' profiles,
+// idempotency keys, and the transactional outbox from which booking events reach the realtime
+// layer. It implements dispatch.BookingStore and owns the schema (goose migrations embedded from
+// migrations/*.sql).
+//
+// It must not hold business rules beyond what keeps the data true: every change of a booking is one
+// conditional UPDATE, made in one transaction with its audit row and its outbox event; the
+// driver_active table's unique keys make it impossible for a driver to hold two active bookings,
+// whatever the callers do. Driver errors are translated into dispatch's errors (ErrNotFound,
+// ErrConflict, ErrInvalid, ErrUnavailable); the original error stays in the chain for errors.As.
+//
+// All methods of DB are safe for concurrent use by many goroutines and many processes.
+//
+// # Dialect
+//
+// The SQL is the subset that MariaDB 10.11 and go-mysql-server v0.20.0 both accept. Deliberately
+// avoided: FOR UPDATE / SKIP LOCKED (the outbox is claimed with a conditional UPDATE instead, and
+// bookings are changed with conditional UPDATEs, never read-then-write), foreign keys, NOW() and
+// other server clocks (every time comes from the Go process, in UTC, truncated to milliseconds),
+// native JSON columns (JSON is stored as text, so it comes back byte for byte), savepoints and
+// server-side prepared statements (the DSN gets interpolateParams=true). Write transactions run at
+// READ COMMITTED on MariaDB, so inserts never meet gap locks; go-mysql-server accepts the setting
+// and store/embedded runs its transactions one at a time, which is stricter still. Named locks
+// (Migrate) are polled with GET_LOCK(name, 0), never waited for inside the server, because a
+// waiting statement would hold store/embedded's gate. Lengths are checked in Go before MySQL does,
+// because the two servers report an oversized value with different error numbers.
+//
+// The state machine the store enforces (see next in bookings.go) is the one of API.md plus two
+// moves dispatch.Service makes: scheduled -> assigned (a dispatcher's early assignment) and
+// arrived -> searching (a driver cancelling after arriving).
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"database/sql/driver"
+	"embed"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"time"
+	"unicode/utf8"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/pressly/goose/v3"
+	"github.com/rs/zerolog"
+
+	"github.com/drivers4me/dispatch/dispatch"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+var _ dispatch.BookingStore = (*DB)(nil)
+
+// Options tune a DB. Zero values take the defaults named on each field.
+type Options struct {
+	// MaxOpenConns bounds the connection pool (default 32; Migrate needs 2); MaxIdleConns
+	// defaults to it.
+	MaxOpenConns int
+	MaxIdleConns int
+	// ConnMaxLifetime recycles connections (default 5 minutes), so a fail-over is picked up.
+	ConnMaxLifetime time.Duration
+	// RelayBatch is how many outbox rows a relay claims at a time (default 200).
+	RelayBatch int
+	// RelayLease is how long a claim keeps other relays off the rows (default 30 s); rows whose
+	// relay died are published by another one after it.
+	RelayLease time.Duration
+	// TxAttempts is how many times a transaction chosen as a deadlock victim is run (default 3).
+	TxAttempts int
+}
+
+func (o Options) withDefaults() Options {
+	if o.MaxOpenConns <= 0 {
+		o.MaxOpenConns = 32
+	}
+	if o.MaxIdleConns <= 0 {
+		o.MaxIdleConns = o.MaxOpenConns
+	}
+	if o.ConnMaxLifetime <= 0 {
+		o.ConnMaxLifetime = 5 * time.Minute
+	}
+	if o.RelayBatch <= 0 {
+		o.RelayBatch = 200
+	}
+	if o.RelayLease <= 0 {
+		o.RelayLease = 30 * time.Second
+	}
+	if o.TxAttempts <= 0 {
+		o.TxAttempts = 3
+	}
+	return o
+}
+
+// DB is the MySQL store. Close it when done.
+type DB struct {
+	db     *sql.DB
+	opts   Options
+	log    zerolog.Logger
+	addr   string // host:port/db, for messages
+	goose  *goose.Provider
+	target []int64 // migration versions the binary knows
+}
+
+// Open connects to the database named in dsn (a go-sql-driver DSN) and checks that it answers.
+// It sets parseTime=true, loc=UTC, time_zone='+00:00' (unless given), interpolateParams=true and a
+// 5 s dial timeout (unless given); it does not migrate (see Migrate). An unreachable server is
+// ErrUnavailable.
+func Open(ctx context.Context, dsn string, opts Options, log zerolog.Logger) (*DB, error) {
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("parse mysql dsn: %w", withKind(dispatch.ErrInvalid, err))
+	}
+	if cfg.DBName == "" {
+		return nil, fmt.Errorf("mysql dsn names no database: %w", dispatch.ErrInvalid)
+	}
+	cfg.ParseTime = true
+	cfg.Loc = time.UTC
+	cfg.InterpolateParams = true
+	cfg.RejectReadOnly = true
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	if cfg.Params == nil {
+		cfg.Params = map[string]string{}
+	}
+	if _, ok := cfg.Params["time_zone"]; !ok {
+		cfg.Params["time_zone"] = "'+00:00'"
+	}
+	opts = opts.withDefaults()
+	connector, err := mysql.NewConnector(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("mysql connector: %w", withKind(dispatch.ErrInvalid, err))
+	}
+	sqlDB := sql.OpenDB(connector)
+	sqlDB.SetMaxOpenConns(opts.MaxOpenConns)
+	sqlDB.SetMaxIdleConns(opts.MaxIdleConns)
+	sqlDB.SetConnMaxLifetime(opts.ConnMaxLifetime)
+
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		sqlDB.Close()
+		return nil, fmt.Errorf("migrations: %w", err)
+	}
+	p, err := goose.NewProvider(goose.DialectMySQL, sqlDB, sub, goose.WithDisableGlobalRegistry(true))
+	if err != nil {
+		sqlDB.Close()
+		return nil, fmt.Errorf("goose provider: %w", err)
+	}
+	d := &DB{
+		db:    sqlDB,
+		opts:  opts,
+		log:   log.With().Str("component", "store").Logger(),
+		addr:  cfg.Addr + "/" + cfg.DBName,
+		goose: p,
+	}
+	for _, s := range p.ListSources() {
+		d.target = append(d.target, s.Version)
+	}
+	if err := d.Ping(ctx); err != nil {
+		sqlDB.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// Close closes the connection pool. In-flight calls fail; call it last.
+func (d *DB) Close() error { return d.db.Close() }
+
+// Ping checks that the database answers (ErrUnavailable when it does not).
+func (d *DB) Ping(ctx context.Context) error {
+	if err := d.db.PingContext(ctx); err != nil {
+		return fmt.Errorf("ping mysql %s: %w", d.addr, withKind(dispatch.ErrUnavailable, err))
+	}
+	return nil
+}
+
+// migrateLock serialises Migrate across processes (GET_LOCK is per server, held by a connection).
+const migrateLock = "dispatch.migrate"
+
+// Migrate applies the pending migrations. Several processes may call it at once: they take turns
+// under a named lock (waiting up to 2 minutes), and the later ones find nothing to do. It uses two
+// connections at once, so Options.MaxOpenConns must be at least 2. MariaDB commits each DDL
+// statement by itself: a migration that fails half way is not rolled back.
+func (d *DB) Migrate(ctx context.Context) error {
+	conn, err := d.db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate %s: %w", d.addr, translate(err))
+	}
+	defer conn.Close()
+	if err := takeLock(ctx, conn, migrateLock, 2*time.Minute); err != nil {
+		return fmt.Errorf("migrate %s: %w", d.addr, err)
+	}
+	defer conn.ExecContext(context.WithoutCancel(ctx), "SELECT RELEASE_LOCK(?)", migrateLock)
+	res, err := d.goose.Up(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate %s: %w", d.addr, translate(err))
+	}
+	for _, r := range res {
+		d.log.Info().Int64("version", r.Source.Version).Str("file", r.Source.Path).Dur("took", r.Duration).Msg("migration applied")
+	}
+	return nil
+}
+
+// takeLock takes a named lock on conn, polling rather than blocking in the server: a statement
+// that waits inside store/embedded would hold up every other connection.
+func takeLock(ctx context.Context, conn *sql.Conn, name string, wait time.Duration) error {
+	deadline := time.Now().Add(wait)
+	for {
+		var got sql.NullInt64
+		if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK(?, 0)", name).Scan(&got); err != nil {
+			return fmt.Errorf("take lock %s: %w", name, translate(err))
+		}
+		if got.Valid && got.Int64 == 1 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("lock %s held elsewhere for %s: %w", name, wait, dispatch.ErrUnavailable)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("take lock %s: %w", name, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// SchemaCurrent reports whether every migration this binary knows has been applied (for /readyz).
+// It only reads: a database never migrated answers false, not an error.
+func (d *DB) SchemaCurrent(ctx context.Context) (bool, error) {
+	var n int
+	err := d.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.tables
+		WHERE table_schema = DATABASE() AND table_name = 'goose_db_version'`).Scan(&n)
+	if err != nil {
+		return false, fmt.Errorf("schema version: %w", translate(err))
+	}
+	if n == 0 {
+		return false, nil
+	}
+	rows, err := d.db.QueryContext(ctx, "SELECT version_id FROM goose_db_version WHERE is_applied = 1")
+	if err != nil {
+		return false, fmt.Errorf("schema version: %w", translate(err))
+	}
+	defer rows.Close()
+	applied := map[int64]bool{}
+	for rows.Next() {
+		var v int64
+		if err := rows.Scan(&v); err != nil {
+			return false, fmt.Errorf("schema version: %w", translate(err))
+		}
+		applied[v] = true
+	}
+	if err := rows.Err(); err != nil {
+		return false, fmt.Errorf("schema version: %w", translate(err))
+	}
+	for _, v := range d.target {
+		if !applied[v] {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// inTx runs fn in a READ COMMITTED transaction, committing when fn returns nil. A deadlock victim
+// is run again, up to Options.TxAttempts times in all; fn must not keep state between runs.
+func (d *DB) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	var err error
+	for attempt := 1; ; attempt++ {
+		err = d.tryTx(ctx, fn)
+		if err == nil || !isErrno(err, errDeadlock) || attempt >= d.opts.TxAttempts || ctx.Err() != nil {
+			return err
+		}
+	}
+}
+
+func (d *DB) tryTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := d.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	if err != nil {
+		return translate(err)
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return translate(err)
+	}
+	return nil
+}
+
+// MySQL error numbers the store gives a meaning to.
+const (
+	errDupEntry      = 1062
+	errLockWait      = 1205
+	errDeadlock      = 1213
+	errDataTooLong   = 1406
+	errOutOfRange    = 1264
+	errCheckViolated = 4025 // MariaDB; MySQL says 3819
+	errNoSuchTable   = 1146
+)
+
+func isErrno(err error, n uint16) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && me.Number == n
+}
+
+// kindError puts a dispatch error and the driver's error in one chain: errors.Is finds the
+// first, errors.As the second, and the message is the driver's.
+type kindError struct {
+	kind error
+	err  error
+}
+
+func (e *kindError) Error() string   { return e.kind.Error() + ": " + e.err.Error() }
+func (e *kindError) Unwrap() []error { return []error{e.kind, e.err} }
+
+func withKind(kind, err error) error { return &kindError{kind: kind, err: err} }
+
+// translate maps driver errors to dispatch errors; errors it does not know pass unchanged.
+func translate(err error) error {
+	if err == nil {
+		return nil
+	}
+	var ke *kindError
+	var me *mysql.MySQLError
+	var ne net.Error
+	switch {
+	case errors.As(err, &ke):
+		return err
+	case errors.Is(err, sql.ErrNoRows):
+		return withKind(dispatch.ErrNotFound, err)
+	case errors.As(err, &me):
+		switch me.Number {
+		case errDupEntry:
+			return withKind(dispatch.ErrConflict, err)
+		case errDeadlock, errLockWait:
+			return withKind(dispatch.ErrUnavailable, err)
+		case errDataTooLong, errOutOfRange, errCheckViolated, 3819:
+			return withKind(dispatch.ErrInvalid, err)
+		}
+		return err
+	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+		return err
+	case errors.Is(err, driver.ErrBadConn) || errors.Is(err, mysql.ErrInvalidConn) ||
+		errors.Is(err, sql.ErrConnDone) || errors.As(err, &ne):
+		return withKind(dispatch.ErrUnavailable, err)
+	}
+	return err
+}
+
+// now is the store's clock when a caller gives no time: UTC, milliseconds, like every stored time.
+func now() time.Time { return time.Now().UTC().Truncate(time.Millisecond) }
+
+// dbTime is t as stored: UTC, milliseconds; the zero time means now.
+func dbTime(t time.Time) time.Time {
+	if t.IsZero() {
+		return now()
+	}
+	return t.UTC().Truncate(time.Millisecond)
+}
+
+func newID(prefix string) string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand never fails on supported platforms
+	}
+	return prefix + "_" + hex.EncodeToString(b[:])
+}
+
+// checkLen refuses a value the column cannot hold, before MySQL does so in its own way.
+func checkLen(field, v string, most int, required bool) error {
+	switch {
+	case required && v == "":
+		return fmt.Errorf("%s is required: %w", field, dispatch.ErrInvalid)
+	case utf8.RuneCountInString(v) > most: // VARCHAR(n) counts characters
+		return fmt.Errorf("%s longer than %d characters: %w", field, most, dispatch.ErrInvalid)
+	}
+	return nil
+}
