@@ -2,9 +2,9 @@ package geo
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/drivers4me/dispatch/dispatch"
 	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
 	"github.com/uber/h3-go/v4"
 )
 
@@ -41,45 +42,109 @@ func (x *Index) posKey(region string) string   { return x.prefix + "geo:{r" + re
 func (x *Index) cellsKey(region string) string { return x.prefix + "geo:{r" + region + "}:cells" }
 func (x *Index) drvKey(id string) string       { return x.prefix + "drv:{" + id + "}" }
 func (x *Index) leaseKey(id string) string     { return x.prefix + "drv:{" + id + "}:lease" }
+func (x *Index) regionsKey() string            { return x.prefix + "geo:regions" }
+
+// FeedChannel is the pub/sub channel of a region's position changes: a JSON array of
+// dispatch.DriverView. The gateways publish indexed points on it (realtime.Hub.OnWritten, with
+// the same prefix); the index itself publishes state changes (SetState, Sweep). Replicas and
+// dispatchers' maps subscribe to it.
+func (x *Index) FeedChannel(region string) string { return x.prefix + "loc:" + region }
+
+// Forget drops what this process remembers of a driver's region, so that the next point reads
+// it from Redis again: call it when the driver's socket closes (it may reconnect to another
+// gateway, which may move it to another region).
+func (x *Index) Forget(driverID string) {
+	x.mu.Lock()
+	delete(x.regions, driverID)
+	x.mu.Unlock()
+}
 
 // updateScript writes a driver's point into a region: latest wins by ts; a move between cells
-// is one atomic step. ARGV: id, lat, lng, heading, ts, cell, state for a new record ("" keeps).
-// Returns the driver's state when written, "" when the point is older than what is stored.
+// is one atomic step. ARGV: id, lat, lng, heading, ts, cell, state.
+// The stored state is kept when the driver has a record; ARGV[7] ("" for available) is the state
+// of a new record, and revives a record the sweeper marked offline (returned with a "+" first).
+// Offline drivers are in no cell set. Returns the driver's state when written, "" when the point
+// is older than what is stored.
 var updateScript = redis.NewScript(`
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 local state = ARGV[7]
+local revived = ''
 if old then
-  local f = {}
-  for s in string.gmatch(old, '([^,]+)') do f[#f+1] = s end
-  if tonumber(f[4]) > tonumber(ARGV[5]) then return '' end
-  if state == '' then state = f[5] end
-  if f[6] ~= ARGV[6] then redis.call('ZREM', KEYS[2], f[6] .. ':' .. ARGV[1]) end
+  local ts, st, cell = string.match(old, '^[^,]*,[^,]*,[^,]*,([^,]*),([^,]*),([^,]*)$')
+  if ts then
+    if tonumber(ts) > tonumber(ARGV[5]) then return '' end
+    if st == 'offline' and state ~= '' and state ~= 'offline' then
+      revived = '+'
+    else
+      state = st
+    end
+    if cell ~= ARGV[6] then redis.call('ZREM', KEYS[2], cell .. ':' .. ARGV[1]) end
+  end
 end
 if state == '' then state = 'available' end
-redis.call('ZADD', KEYS[2], 0, ARGV[6] .. ':' .. ARGV[1])
+if state == 'offline' then
+  redis.call('ZREM', KEYS[2], ARGV[6] .. ':' .. ARGV[1])
+else
+  redis.call('ZADD', KEYS[2], 0, ARGV[6] .. ':' .. ARGV[1])
+end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ',' .. ARGV[3] .. ',' .. ARGV[4] .. ',' .. ARGV[5] .. ',' .. state .. ',' .. ARGV[6])
-return state
+return revived .. state
 `)
 
 // removeScript takes a driver out of a region and returns its record (or false).
 var removeScript = redis.NewScript(`
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 if not old then return false end
-local f = {}
-for s in string.gmatch(old, '([^,]+)') do f[#f+1] = s end
-redis.call('ZREM', KEYS[2], f[6] .. ':' .. ARGV[1])
+local cell = string.match(old, ',([^,]*)$')
+if cell then redis.call('ZREM', KEYS[2], cell .. ':' .. ARGV[1]) end
 redis.call('HDEL', KEYS[1], ARGV[1])
 return old
 `)
 
-// stateScript replaces the state field of a driver's record in a region, if present.
+// stateScript replaces the state field of a driver's record in a region, if present, and
+// returns the new record (or false). Offline drivers leave the cell set, others join it.
 var stateScript = redis.NewScript(`
 local old = redis.call('HGET', KEYS[1], ARGV[1])
-if not old then return 0 end
-local f = {}
-for s in string.gmatch(old, '([^,]+)') do f[#f+1] = s end
-f[5] = ARGV[2]
-redis.call('HSET', KEYS[1], ARGV[1], table.concat(f, ','))
+if not old then return false end
+local head, cell = string.match(old, '^([^,]*,[^,]*,[^,]*,[^,]*),[^,]*,([^,]*)$')
+if not head then return false end
+local rec = head .. ',' .. ARGV[2] .. ',' .. cell
+redis.call('HSET', KEYS[1], ARGV[1], rec)
+if ARGV[2] == 'offline' then
+  redis.call('ZREM', KEYS[2], cell .. ':' .. ARGV[1])
+else
+  redis.call('ZADD', KEYS[2], 0, cell .. ':' .. ARGV[1])
+end
+return rec
+`)
+
+// sweepScript marks offline the given drivers of a region that are still available and whose
+// latest point is older than ARGV[1] (Unix ms). ARGV[2..]: ids. Returns id1, rec1, id2, rec2...
+var sweepScript = redis.NewScript(`
+local out = {}
+local cutoff = tonumber(ARGV[1])
+for i = 2, #ARGV do
+  local old = redis.call('HGET', KEYS[1], ARGV[i])
+  if old then
+    local head, ts, st, cell = string.match(old, '^([^,]*,[^,]*,[^,]*,([^,]*)),([^,]*),([^,]*)$')
+    if head and st == 'available' and tonumber(ts) < cutoff then
+      local rec = head .. ',offline,' .. cell
+      redis.call('HSET', KEYS[1], ARGV[i], rec)
+      redis.call('ZREM', KEYS[2], cell .. ':' .. ARGV[i])
+      out[#out+1] = ARGV[i]
+      out[#out+1] = rec
+    end
+  end
+end
+return out
+`)
+
+// casStateScript sets the state of a driver's own record to ARGV[2] if it is ARGV[1] (a
+// missing state counts as offline). Returns 1 when it did.
+var casStateScript = redis.NewScript(`
+local st = redis.call('HGET', KEYS[1], 'state') or 'offline'
+if st ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[2])
 return 1
 `)
 
@@ -103,7 +168,7 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 `)
 
-var scripts = []*redis.Script{updateScript, removeScript, stateScript, scanScript, releaseScript}
+var scripts = []*redis.Script{updateScript, removeScript, stateScript, sweepScript, casStateScript, scanScript, releaseScript}
 
 // LoadScripts loads the Lua scripts (on every shard of a cluster). Pipelines send EVALSHA,
 // which a Redis that restarted or never saw the script answers NOSCRIPT: execPipe then loads
@@ -162,11 +227,14 @@ func (x *Index) Write(ctx context.Context, ups []Update) ([]Written, error) {
 		return nil, nil
 	}
 	out := make([]Written, len(ups))
+	cells := make([]string, len(ups))
 	var unknown []int
 	x.mu.Lock()
 	for i, u := range ups {
+		c := Cell(u.Point.Lat, u.Point.Lng)
+		cells[i] = c.String()
 		out[i].Update = u
-		out[i].Region = RegionOf(Cell(u.Point.Lat, u.Point.Lng))
+		out[i].Region = RegionOf(c)
 		if _, ok := x.regions[u.DriverID]; !ok {
 			unknown = append(unknown, i)
 		}
@@ -184,33 +252,51 @@ func (x *Index) Write(ctx context.Context, ups []Update) ([]Written, error) {
 		}
 		x.mu.Lock()
 		for j, i := range unknown {
-			if r, err := cmds[j].Result(); err == nil {
-				if _, ok := x.regions[ups[i].DriverID]; !ok {
-					x.regions[ups[i].DriverID] = r
-				}
+			if _, ok := x.regions[ups[i].DriverID]; ok {
+				continue
 			}
+			r, err := cmds[j].Result()
+			if err != nil {
+				r = "" // no record anywhere: written as new below
+			}
+			x.regions[ups[i].DriverID] = r
 		}
 		x.mu.Unlock()
 	}
 	type move struct{ id, from string }
 	var moves []move
+	var entered []int // drivers whose own record must name a new region
 	x.mu.Lock()
-	for _, w := range out {
-		if prev, ok := x.regions[w.DriverID]; ok && prev != w.Region {
-			moves = append(moves, move{w.DriverID, prev})
+	for i, w := range out {
+		prev := x.regions[w.DriverID]
+		if prev != w.Region {
+			entered = append(entered, i)
+			if prev != "" {
+				moves = append(moves, move{w.DriverID, prev})
+			}
 		}
 		x.regions[w.DriverID] = w.Region
 	}
 	x.mu.Unlock()
-	carried := map[string]string{}
+	forget := func() {
+		// What this process believes may now be wrong: read it again next time.
+		x.mu.Lock()
+		for _, u := range ups {
+			delete(x.regions, u.DriverID)
+		}
+		x.mu.Unlock()
+	}
+	var carried map[string]string
 	if len(moves) > 0 {
 		// Leave the old regions first, carrying the state over.
+		carried = make(map[string]string, len(moves))
 		cmds := make([]*redis.Cmd, len(moves))
 		if err := x.execPipe(ctx, func(mp redis.Pipeliner) {
 			for i, m := range moves {
 				cmds[i] = removeScript.Run(ctx, mp, []string{x.posKey(m.from), x.cellsKey(m.from)}, m.id)
 			}
 		}); err != nil {
+			forget()
 			return nil, fmt.Errorf("move drivers between regions: %w", err)
 		}
 		for i, m := range moves {
@@ -228,22 +314,42 @@ func (x *Index) Write(ctx context.Context, ups []Update) ([]Written, error) {
 			if s, ok := carried[w.DriverID]; ok {
 				state = s
 			}
+			var buf [24]byte
 			cmds[i] = updateScript.Run(ctx, pipe, []string{x.posKey(w.Region), x.cellsKey(w.Region)},
 				w.DriverID,
 				strconv.FormatFloat(w.Point.Lat, 'f', 6, 64),
 				strconv.FormatFloat(w.Point.Lng, 'f', 6, 64),
-				strconv.FormatFloat(w.Point.Heading, 'f', 0, 64),
+				string(strconv.AppendFloat(buf[:0], w.Point.Heading, 'f', 0, 64)),
 				strconv.FormatInt(w.Point.TS, 10),
-				Cell(w.Point.Lat, w.Point.Lng).String(), state)
-			pipe.HSet(ctx, x.drvKey(w.DriverID), "region", w.Region)
+				cells[i], state)
+		}
+		for _, i := range entered {
+			pipe.HSet(ctx, x.drvKey(out[i].DriverID), "region", out[i].Region)
+			pipe.SAdd(ctx, x.regionsKey(), out[i].Region)
 		}
 	}); err != nil {
+		forget()
 		return nil, fmt.Errorf("index %d points: %w", len(ups), err)
 	}
+	var revived []int
 	for i := range out {
 		if s, err := cmds[i].Text(); err == nil && s != "" {
 			out[i].Applied = true
+			if s[0] == '+' {
+				s = s[1:]
+				revived = append(revived, i)
+			}
 			out[i].State = dispatch.DriverState(s)
+		}
+	}
+	if len(revived) > 0 {
+		// A driver the sweeper had marked offline speaks again: its own record follows.
+		if err := x.execPipe(ctx, func(pipe redis.Pipeliner) {
+			for _, i := range revived {
+				casStateScript.Run(ctx, pipe, []string{x.drvKey(out[i].DriverID)}, string(dispatch.DriverOffline), string(out[i].State))
+			}
+		}); err != nil {
+			return out, fmt.Errorf("revive %d drivers: %w", len(revived), err)
 		}
 	}
 	return out, nil
@@ -266,51 +372,53 @@ func parseRecord(id, rec string) (dispatch.Position, bool) {
 }
 
 // Nearby implements dispatch.Locator: it scans grid disks growing ring by ring and orders by
-// exact haversine distance. It stops as soon as limit drivers are known to be nearer than
-// anything the next ring could hold.
+// exact haversine distance (ties by driver id). It stops as soon as limit drivers are known to be
+// nearer than anything outside the rings scanned (see grid.go), so the answer is exact.
 func (x *Index) Nearby(ctx context.Context, lat, lng, radiusM float64, limit int, keep func(dispatch.Position) bool) ([]dispatch.Nearby, error) {
 	if limit <= 0 {
 		return nil, nil
 	}
-	origin := Cell(lat, lng)
-	maxK := RingsFor(radiusM)
-	rings := origin.GridDiskDistances(maxK)
-	var found []dispatch.Nearby
-	for k, ring := range rings {
+	s := newSearch(lat, lng, CellRes)
+	t := topK{limit: limit}
+	for k := 0; ; k++ {
 		byRegion := map[string][]string{}
-		for _, c := range ring {
+		for _, c := range s.ring(k) {
+			g := geomOf(c)
+			near := DistanceM(lat, lng, g.lat, g.lng) - g.r
+			if near > radiusM || (t.full() && near > t.worst()) {
+				continue // no point of this cell can be in the answer
+			}
 			r := RegionOf(c)
 			byRegion[r] = append(byRegion[r], c.String())
 		}
-		cmds, err := x.scan(ctx, byRegion)
-		if err != nil {
-			return nil, fmt.Errorf("nearby scan ring %d: %w", k, err)
-		}
-		for _, cmd := range cmds {
-			vals, err := cmd.StringSlice()
+		if len(byRegion) > 0 {
+			cmds, err := x.scan(ctx, byRegion)
 			if err != nil {
-				continue
+				return nil, fmt.Errorf("nearby scan ring %d: %w", k, err)
 			}
-			for i := 0; i+1 < len(vals); i += 2 {
-				p, ok := parseRecord(vals[i], vals[i+1])
-				if !ok || (keep != nil && !keep(p)) {
+			for _, cmd := range cmds {
+				vals, err := cmd.StringSlice()
+				if err != nil {
 					continue
 				}
-				d := DistanceM(lat, lng, p.Lat, p.Lng)
-				if d <= radiusM {
-					found = append(found, dispatch.Nearby{Position: p, DistanceM: d})
+				for i := 0; i+1 < len(vals); i += 2 {
+					p, ok := parseRecord(vals[i], vals[i+1])
+					if !ok {
+						continue
+					}
+					d := DistanceM(lat, lng, p.Lat, p.Lng)
+					if d > radiusM || (t.full() && d > t.worst()) || (keep != nil && !keep(p)) {
+						continue
+					}
+					t.offer(dispatch.Nearby{Position: p, DistanceM: d})
 				}
 			}
 		}
-		sort.Slice(found, func(i, j int) bool { return found[i].DistanceM < found[j].DistanceM })
-		if len(found) >= limit && found[limit-1].DistanceM <= float64(k)*ringSpacingM {
+		if t.done(&s, k, radiusM) {
 			break
 		}
 	}
-	if len(found) > limit {
-		found = found[:limit]
-	}
-	return found, nil
+	return t.found, nil
 }
 
 // scan runs scanScript once per region, all in one pipeline.
@@ -353,7 +461,7 @@ func (x *Index) Position(ctx context.Context, driverID string) (dispatch.Positio
 }
 
 // SetState implements dispatch.Locator: the driver's own record first (the truth), then the
-// copy in the index that searches filter on.
+// copy in the index that searches filter on, which is published on the region's feed.
 func (x *Index) SetState(ctx context.Context, driverID string, s dispatch.DriverState) error {
 	if err := x.rdb.HSet(ctx, x.drvKey(driverID), "state", string(s)).Err(); err != nil {
 		return fmt.Errorf("set driver %s state: %w", driverID, err)
@@ -365,10 +473,142 @@ func (x *Index) SetState(ctx context.Context, driverID string, s dispatch.Driver
 	if err != nil {
 		return fmt.Errorf("driver %s region: %w", driverID, err)
 	}
-	if err := stateScript.Run(ctx, x.rdb, []string{x.posKey(region), x.cellsKey(region)}, driverID, string(s)).Err(); err != nil {
+	rec, err := stateScript.Run(ctx, x.rdb, []string{x.posKey(region), x.cellsKey(region)}, driverID, string(s)).Text()
+	if errors.Is(err, redis.Nil) {
+		return nil
+	}
+	if err != nil {
 		return fmt.Errorf("index driver %s state: %w", driverID, err)
 	}
+	if p, ok := parseRecord(driverID, rec); ok {
+		if err := x.publish(ctx, x.rdb, region, []dispatch.DriverView{p.View()}); err != nil {
+			return fmt.Errorf("publish driver %s state: %w", driverID, err)
+		}
+	}
 	return nil
+}
+
+func (x *Index) publish(ctx context.Context, c redis.Cmdable, region string, views []dispatch.DriverView) error {
+	b, err := json.Marshal(views)
+	if err != nil {
+		return err
+	}
+	return c.Publish(ctx, x.FeedChannel(region), b).Err()
+}
+
+// Regions lists the regions that have ever held a driver.
+func (x *Index) Regions(ctx context.Context) ([]string, error) {
+	rs, err := x.rdb.SMembers(ctx, x.regionsKey()).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list regions: %w", err)
+	}
+	return rs, nil
+}
+
+// scanRegion calls fn with every record of a region, a page at a time (HSCAN: a record
+// changed during the scan may be seen in either version, or twice).
+func (x *Index) scanRegion(ctx context.Context, region string, fn func(ps []dispatch.Position) error) error {
+	var cursor uint64
+	for {
+		kv, next, err := x.rdb.HScan(ctx, x.posKey(region), cursor, "", 2000).Result()
+		if err != nil {
+			return fmt.Errorf("scan region %s: %w", region, err)
+		}
+		ps := make([]dispatch.Position, 0, len(kv)/2)
+		for i := 0; i+1 < len(kv); i += 2 {
+			if p, ok := parseRecord(kv[i], kv[i+1]); ok {
+				ps = append(ps, p)
+			}
+		}
+		if err := fn(ps); err != nil {
+			return err
+		}
+		if cursor = next; cursor == 0 {
+			return nil
+		}
+	}
+}
+
+// Sweep marks offline every available driver whose latest point is older than offlineAfter,
+// in the index and in its own record, and publishes the change on the region's feed. (A driver
+// silent for less is still in the index; dispatch.MatcherOptions.Fresh keeps it from being a
+// candidate.) It returns how many it marked. Running it in several processes at once is safe:
+// the check and the change are one script per region. A swept driver that sends a point again
+// while its session still holds it online comes back (see updateScript).
+func (x *Index) Sweep(ctx context.Context, offlineAfter time.Duration) (int, error) {
+	regions, err := x.Regions(ctx)
+	if err != nil {
+		return 0, err
+	}
+	cutoff := time.Now().Add(-offlineAfter)
+	n := 0
+	for _, region := range regions {
+		var stale []any
+		err := x.scanRegion(ctx, region, func(ps []dispatch.Position) error {
+			for _, p := range ps {
+				if p.State == dispatch.DriverAvailable && p.At.Before(cutoff) {
+					stale = append(stale, p.DriverID)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return n, err
+		}
+		for len(stale) > 0 {
+			page := stale[:min(len(stale), 500)]
+			stale = stale[len(page):]
+			vals, err := sweepScript.Run(ctx, x.rdb, []string{x.posKey(region), x.cellsKey(region)},
+				append([]any{cutoff.UnixMilli()}, page...)...).StringSlice()
+			if err != nil {
+				return n, fmt.Errorf("sweep region %s: %w", region, err)
+			}
+			var views []dispatch.DriverView
+			for i := 0; i+1 < len(vals); i += 2 {
+				if p, ok := parseRecord(vals[i], vals[i+1]); ok {
+					views = append(views, p.View())
+				}
+			}
+			if len(views) == 0 {
+				continue
+			}
+			n += len(views)
+			payload, err := json.Marshal(views)
+			if err != nil {
+				return n, err
+			}
+			if err := x.execPipe(ctx, func(pipe redis.Pipeliner) {
+				for _, v := range views {
+					casStateScript.Run(ctx, pipe, []string{x.drvKey(v.ID)}, string(dispatch.DriverAvailable), string(dispatch.DriverOffline))
+				}
+				pipe.Publish(ctx, x.FeedChannel(region), payload)
+			}); err != nil {
+				return n, fmt.Errorf("sweep region %s: %w", region, err)
+			}
+		}
+	}
+	return n, nil
+}
+
+// RunSweeper sweeps every interval until ctx is done (see Sweep); errors are logged and the
+// next round tries again. It is the dispatcher role's job.
+func (x *Index) RunSweeper(ctx context.Context, every, offlineAfter time.Duration, log zerolog.Logger) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		n, err := x.Sweep(ctx, offlineAfter)
+		if err != nil && ctx.Err() == nil {
+			log.Warn().Err(err).Msg("sweep silent drivers")
+		}
+		if n > 0 {
+			log.Debug().Int("drivers", n).Msg("silent drivers marked offline")
+		}
+	}
 }
 
 // State implements dispatch.Locator.

@@ -16,9 +16,11 @@ type WriterOptions struct {
 	MaxBatch int
 	// OnWritten, if set, is called from the writer's goroutine with each written batch.
 	OnWritten func(ctx context.Context, ws []Written)
-	// OnError, if set, is told of each failed batch (its points are dropped: the next point
-	// of each driver replaces them).
+	// OnError, if set, is told of each failed batch. Its points are queued again (unless a
+	// newer point of the same driver came meanwhile) and retried at the next flush.
 	OnError func(err error, n int)
+	// Timeout bounds one flush (default 5 s).
+	Timeout time.Duration
 }
 
 // Writer coalesces the points of many sockets into pipelined batches: latest wins per driver
@@ -41,6 +43,9 @@ func NewWriter(x *Index, opts WriterOptions, log zerolog.Logger) *Writer {
 	}
 	if opts.MaxBatch <= 0 {
 		opts.MaxBatch = 512
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 5 * time.Second
 	}
 	return &Writer{x: x, opts: opts, log: log, pending: map[string]Update{}, kick: make(chan struct{}, 1)}
 }
@@ -70,20 +75,24 @@ func (w *Writer) Submit(u Update) {
 }
 
 // Run flushes until ctx is done, then flushes what is left once more (with a short deadline).
+// A flush in progress when ctx ends is not cut short: its points are the latest of their drivers.
 func (w *Writer) Run(ctx context.Context) error {
 	t := time.NewTicker(w.opts.Interval)
 	defer t.Stop()
+	flush := func(d time.Duration) {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d)
+		w.Flush(fctx)
+		cancel()
+	}
 	for {
 		select {
 		case <-ctx.Done():
-			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			w.Flush(fctx)
-			cancel()
+			flush(2 * time.Second)
 			return nil
 		case <-t.C:
 		case <-w.kick:
 		}
-		w.Flush(ctx)
+		flush(w.opts.Timeout)
 	}
 }
 
@@ -105,6 +114,13 @@ func (w *Writer) Flush(ctx context.Context) {
 		if w.opts.OnError != nil {
 			w.opts.OnError(err, len(batch))
 		}
+		w.mu.Lock()
+		for _, u := range batch {
+			if p, ok := w.pending[u.DriverID]; !ok || p.Point.TS < u.Point.TS {
+				w.pending[u.DriverID] = u
+			}
+		}
+		w.mu.Unlock()
 		return
 	}
 	if w.opts.OnWritten != nil {

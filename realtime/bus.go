@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 
 	"github.com/drivers4me/dispatch/dispatch"
+	"github.com/drivers4me/dispatch/geo"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -26,13 +27,22 @@ func NewBus(rdb redis.UniversalClient, prefix string) *Bus { return &Bus{rdb: rd
 
 func (b *Bus) ch(name string) string { return b.prefix + name }
 
-// Publish implements dispatch.Publisher for the outbox relay.
+// Publish implements dispatch.Publisher for the outbox relay. An event goes to the channels of
+// its audiences only: the booking's (its customer's watchers), its pickup region's (dispatchers
+// whose area covers it) and its driver's, so a gateway receives what its own viewers need.
 func (b *Bus) Publish(ctx context.Context, e dispatch.Event) error {
 	p, err := json.Marshal(e)
 	if err != nil {
 		return err
 	}
-	return b.rdb.Publish(ctx, b.ch("ev:bookings"), p).Err()
+	pipe := b.rdb.Pipeline()
+	pipe.Publish(ctx, b.ch("ev:bk:"+e.BookingID), p)
+	pipe.Publish(ctx, b.ch("ev:reg:"+geo.Region(e.Booking.Pickup.Lat, e.Booking.Pickup.Lng)), p)
+	if d := e.Booking.DriverID(); d != "" {
+		pipe.Publish(ctx, b.ch("ev:drv:"+d), p)
+	}
+	_, err = pipe.Exec(ctx)
+	return err
 }
 
 // ToDriver implements dispatch.Notifier: the frame reaches the driver's gateway, wherever it is.

@@ -31,13 +31,14 @@ type outFrame struct {
 
 // conn is one WebSocket with a single writer goroutine. State frames queue in order and are
 // never dropped: a reader so slow that the queue fills is closed with 1013. Location frames are
-// latest-wins per key and leave at most once per flush interval.
+// latest-wins per key: each key leaves at most once per gap, looked at every flush tick.
 //
 // Lock order: conn.mu only; never held while writing to the network.
 type conn struct {
 	ws      *websocket.Conn
 	state   chan []byte
-	flush   time.Duration // latest-wins frames leave at most this often (0: as soon as possible)
+	flush   time.Duration // how often pending latest-wins frames are looked at (0: at once)
+	gap     time.Duration // a latest-wins key leaves at most this often
 	kick    chan struct{}
 	done    chan struct{} // closed when the writer has finished
 	closing chan struct{} // closed to ask the writer to stop
@@ -45,6 +46,7 @@ type conn struct {
 	mu        sync.Mutex
 	latest    map[string][]byte
 	order     []string
+	sentAt    map[string]time.Time // when each latest-wins key last left
 	closeCode int
 	closeMsg  string
 	closeOnce sync.Once
@@ -53,9 +55,10 @@ type conn struct {
 	pull func() [][]byte
 }
 
-func newConn(ws *websocket.Conn, flush time.Duration, onDrop func(string)) *conn {
-	return &conn{ws: ws, state: make(chan []byte, stateQueue), flush: flush, kick: make(chan struct{}, 1),
-		done: make(chan struct{}), closing: make(chan struct{}), latest: map[string][]byte{}, onDrop: onDrop}
+func newConn(ws *websocket.Conn, flush, gap time.Duration, onDrop func(string)) *conn {
+	return &conn{ws: ws, state: make(chan []byte, stateQueue), flush: flush, gap: gap, kick: make(chan struct{}, 1),
+		done: make(chan struct{}), closing: make(chan struct{}), latest: map[string][]byte{},
+		sentAt: map[string]time.Time{}, onDrop: onDrop}
 }
 
 // send queues a state frame. It never blocks: when the queue is full the socket is closed with
@@ -139,12 +142,32 @@ func (c *conn) writeLoop() {
 				}
 			}
 		}
+		now := time.Now()
+		var out [][]byte
 		c.mu.Lock()
-		keys, frames := c.order, c.latest
-		c.order, c.latest = nil, map[string][]byte{}
+		keep := c.order[:0]
+		for _, k := range c.order {
+			if c.gap > 0 && now.Sub(c.sentAt[k]) < c.gap {
+				keep = append(keep, k) // sent too recently: wait, newest still wins
+				continue
+			}
+			out = append(out, c.latest[k])
+			delete(c.latest, k)
+			if c.gap > 0 {
+				c.sentAt[k] = now
+			}
+		}
+		c.order = keep
+		if len(c.sentAt) > 4*len(c.latest)+1024 {
+			for k, at := range c.sentAt {
+				if now.Sub(at) >= c.gap {
+					delete(c.sentAt, k)
+				}
+			}
+		}
 		c.mu.Unlock()
-		for _, k := range keys {
-			if !write(frames[k]) {
+		for _, b := range out {
+			if !write(b) {
 				return false
 			}
 		}

@@ -38,7 +38,7 @@ func (d *driverSession) start(ctx context.Context) {
 	if old != nil {
 		old.c.close(1008, "replaced by a newer connection")
 	} else {
-		h.subscribe(ctx, "to:drv:"+d.actor.ID)
+		h.subscribe(ctx, "to:drv:"+d.actor.ID, "ev:drv:"+d.actor.ID)
 	}
 	if _, err := h.store.Driver(ctx, d.actor.ID); errors.Is(err, dispatch.ErrNotFound) {
 		_ = h.store.UpsertDriver(ctx, dispatch.DriverProfile{ID: d.actor.ID, Name: d.actor.ID, Rating: 5,
@@ -74,7 +74,9 @@ func (d *driverSession) stop(ctx context.Context) {
 	}
 	h.mu.Unlock()
 	if mine {
-		h.unsubscribe(ctx, "to:drv:"+d.actor.ID)
+		h.unsubscribe(ctx, "to:drv:"+d.actor.ID, "ev:drv:"+d.actor.ID)
+		// It may reconnect to another gateway, which may move it to another region.
+		h.loc.Forget(d.actor.ID)
 	}
 }
 

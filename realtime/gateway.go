@@ -43,11 +43,11 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // the upgrader has answered
 	}
-	flush := time.Duration(0)
+	var tick, gap time.Duration
 	if actor.Role != "driver" {
-		flush = h.opts.ViewFlush
+		tick, gap = h.opts.ViewTick, h.opts.ViewFlush
 	}
-	c := newConn(ws, flush, func(kind string) { h.m.dropped.WithLabelValues(kind).Inc() })
+	c := newConn(ws, tick, gap, func(kind string) { h.m.dropped.WithLabelValues(kind).Inc() })
 	var s session
 	switch actor.Role {
 	case "driver":

@@ -3,7 +3,9 @@
 //
 // Channels (keyed so that a gateway subscribes only to what its own viewers need):
 //
-//	ev:bookings         booking events from the store's outbox relay (every gateway)
+//	ev:bk:<booking>     booking events (from the store's outbox relay) for its watching customers
+//	ev:reg:<region>     booking events for dispatchers whose area covers the pickup's region
+//	ev:drv:<driver>     booking events for the booking's driver, subscribed by its gateway
 //	to:drv:<driver>     messages for one driver (offers, revocations), subscribed by its gateway
 //	trk:<booking>       the assigned driver's positions, subscribed by gateways with its customer
 //	loc:<region>        batches of driver positions in a region, subscribed for dispatchers' areas
@@ -42,9 +44,12 @@ type Options struct {
 	MaxSpeedKmh  float64       // default 200
 	// Rate is the location frames a driver may send per second (default 5).
 	Rate float64
-	// ViewFlush is how often viewers receive coalesced location frames (default 1 s).
+	// ViewFlush: a viewer receives each driver's position at most this often (default 1 s).
 	ViewFlush time.Duration
-	Now       func() time.Time
+	// ViewTick is how often a viewer's pending frames are looked at (default 50 ms): a change
+	// leaves within a tick unless its driver was sent less than ViewFlush ago.
+	ViewTick time.Duration
+	Now      func() time.Time
 }
 
 // Hub serves /v1/ws. Run owns the pub/sub goroutine; Shutdown closes every socket with 1001
@@ -93,6 +98,9 @@ func NewHub(rdb redis.UniversalClient, bus *Bus, svc *dispatch.Service, store di
 	if opts.ViewFlush <= 0 {
 		opts.ViewFlush = time.Second
 	}
+	if opts.ViewTick <= 0 {
+		opts.ViewTick = 50 * time.Millisecond
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -133,9 +141,18 @@ func (h *Hub) checkOrigin(r *http.Request) bool {
 // Run subscribes to the booking events and routes pub/sub messages until ctx is done.
 func (h *Hub) Run(ctx context.Context) error {
 	h.mu.Lock()
-	h.ps = h.rdb.Subscribe(ctx, h.ch("ev:bookings"))
+	h.ps = h.rdb.Subscribe(ctx)
 	ps := h.ps
+	early := make([]string, 0, len(h.subs))
+	for c := range h.subs {
+		early = append(early, h.ch(c)) // asked for before Run started
+	}
 	h.mu.Unlock()
+	if len(early) > 0 {
+		if err := ps.Subscribe(ctx, early...); err != nil {
+			return err
+		}
+	}
 	defer ps.Close()
 	ch := ps.Channel(redis.WithChannelSize(4096))
 	for {
@@ -190,16 +207,18 @@ func (h *Hub) unsubscribe(ctx context.Context, channels ...string) {
 func (h *Hub) route(ctx context.Context, channel string, payload []byte) {
 	channel = strings.TrimPrefix(channel, h.prefix)
 	switch {
-	case channel == "ev:bookings":
+	case strings.HasPrefix(channel, "ev:"):
 		var e dispatch.Event
 		if err := json.Unmarshal(payload, &e); err != nil {
 			return
 		}
-		if !h.seenEvents.first(e.ID) {
+		// At least once: the relay may publish an event again; each audience takes it once.
+		kind, key, _ := strings.Cut(strings.TrimPrefix(channel, "ev:"), ":")
+		if !h.seenEvents.first(kind + ":" + e.ID) {
 			h.m.dupEvents.Inc()
 			return
 		}
-		h.onBooking(e.Booking)
+		h.onBooking(kind, key, e.Booking)
 	case strings.HasPrefix(channel, "to:drv:"):
 		h.mu.Lock()
 		d := h.drivers[strings.TrimPrefix(channel, "to:drv:")]
@@ -239,30 +258,34 @@ func (h *Hub) route(ctx context.Context, channel string, payload []byte) {
 	}
 }
 
-// onBooking routes a changed booking to its driver, its watching customers and dispatchers.
-func (h *Hub) onBooking(b dispatch.Booking) {
+// onBooking routes a changed booking to one audience: "bk" its watchers, "reg" the dispatchers
+// (each filters by its area), "drv" its driver.
+func (h *Hub) onBooking(kind, key string, b dispatch.Booking) {
 	h.mu.Lock()
 	var d *driverSession
-	if id := b.DriverID(); id != "" {
-		d = h.drivers[id]
-	}
 	var vs []*viewer
-	for v := range h.watchers[b.ID] {
-		vs = append(vs, v)
-	}
-	var ds []*viewer
-	for v := range h.dispatch {
-		ds = append(ds, v)
+	switch kind {
+	case "drv":
+		d = h.drivers[key]
+	case "bk":
+		for v := range h.watchers[b.ID] {
+			vs = append(vs, v)
+		}
+	case "reg":
+		for v := range h.dispatch {
+			vs = append(vs, v)
+		}
 	}
 	h.mu.Unlock()
 	if d != nil {
 		d.onBooking(b)
 	}
 	for _, v := range vs {
-		v.booking(b)
-	}
-	for _, v := range ds {
-		v.bookingUpdate(b)
+		if kind == "bk" {
+			v.booking(b)
+		} else {
+			v.bookingUpdate(b)
+		}
 	}
 }
 

@@ -21,7 +21,7 @@ func newMetrics(reg prometheus.Registerer) metrics {
 		rejected:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dispatch_locations_rejected_total", Help: "Location points refused, by reason."}, []string{"reason"}),
 		dropped:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dispatch_frames_dropped_total", Help: "Outgoing frames dropped or sockets closed for backpressure, by kind."}, []string{"kind"}),
 		dupEvents: prometheus.NewCounter(prometheus.CounterOpts{Name: "dispatch_duplicate_events_total", Help: "Booking events dropped as duplicates."}),
-		indexLag:  prometheus.NewHistogram(prometheus.HistogramOpts{Name: "dispatch_location_index_seconds", Help: "From socket read to indexed.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 12)}),
+		indexLag:  prometheus.NewHistogram(prometheus.HistogramOpts{Name: "dispatch_location_index_seconds", Help: "From socket read to indexed.", Buckets: []float64{0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5}}),
 		outside:   prometheus.NewCounter(prometheus.CounterOpts{Name: "dispatch_view_frames_outside_area_total", Help: "Driver updates sent to a dispatcher about a driver outside its area (must stay 0)."}),
 	}
 	if reg != nil {

@@ -50,7 +50,8 @@ type viewer struct {
 	bks      map[string]dispatch.Booking    // bookings in the area
 	pendD    map[string]dispatch.DriverView
 	pendB    map[string]dispatch.Booking
-	ticks    int
+	sentD    map[string]time.Time // when each driver last left for this socket
+	cellsAt  time.Time
 }
 
 func newViewer(h *Hub, a dispatch.Actor, c *conn) *viewer {
@@ -66,10 +67,10 @@ func (v *viewer) stop(ctx context.Context) {
 	v.mu.Lock()
 	var chans []string
 	for id := range v.watching {
-		chans = append(chans, "trk:"+id)
+		chans = append(chans, "trk:"+id, "ev:bk:"+id)
 	}
 	for r := range v.regions {
-		chans = append(chans, "loc:"+r)
+		chans = append(chans, "loc:"+r, "ev:reg:"+r)
 	}
 	watching := v.watching
 	v.mu.Unlock()
@@ -127,6 +128,7 @@ func (v *viewer) watch(ctx context.Context, id string) error {
 	if id == "" {
 		return errInvalid("booking_id is required")
 	}
+	// Authorise first; then subscribe and read again, so no change slips between the two.
 	b, err := v.h.svc.Booking(ctx, v.actor, id)
 	if err != nil {
 		return err
@@ -142,7 +144,13 @@ func (v *viewer) watch(ctx context.Context, id string) error {
 		}
 		v.h.watchers[id][v] = true
 		v.h.mu.Unlock()
-		v.h.subscribe(ctx, "trk:"+id)
+		v.h.subscribe(ctx, "trk:"+id, "ev:bk:"+id)
+		if b, err = v.h.svc.Booking(ctx, v.actor, id); err != nil {
+			return err
+		}
+		v.mu.Lock()
+		v.watching[id] = b
+		v.mu.Unlock()
 	}
 	v.c.send("booking", b)
 	return nil
@@ -198,16 +206,17 @@ func (v *viewer) watchArea(ctx context.Context, a area) error {
 	v.area, v.regions = &a, regions
 	v.known, v.bks = map[string]dispatch.DriverView{}, map[string]dispatch.Booking{}
 	v.pendD, v.pendB = map[string]dispatch.DriverView{}, map[string]dispatch.Booking{}
+	v.sentD, v.cellsAt = map[string]time.Time{}, time.Now()
 	v.mu.Unlock()
 	var add, drop []string
 	for r := range regions {
 		if !old[r] {
-			add = append(add, "loc:"+r)
+			add = append(add, "loc:"+r, "ev:reg:"+r)
 		}
 	}
 	for r := range old {
 		if !regions[r] {
-			drop = append(drop, "loc:"+r)
+			drop = append(drop, "loc:"+r, "ev:reg:"+r)
 		}
 	}
 	h.subscribe(ctx, add...)
@@ -284,8 +293,11 @@ func (v *viewer) bookingUpdate(b dispatch.Booking) {
 	}
 }
 
-// pull is called by the writer once a second: the coalesced deltas since the last call.
+// pull is called by the writer every tick: the coalesced deltas due now. Each driver leaves at
+// most once per ViewFlush (a newer position replaces a held one); booking changes leave at once;
+// the supply and demand cells every 2 s.
 func (v *viewer) pull() [][]byte {
+	now := time.Now()
 	v.mu.Lock()
 	if v.area == nil {
 		v.mu.Unlock()
@@ -293,15 +305,28 @@ func (v *viewer) pull() [][]byte {
 	}
 	var out [][]byte
 	if len(v.pendD) > 0 {
-		ups := make([]dispatch.DriverView, 0, len(v.pendD))
-		for _, d := range v.pendD {
+		var ups []dispatch.DriverView
+		for id, d := range v.pendD {
+			if now.Sub(v.sentD[id]) < v.h.opts.ViewFlush {
+				continue
+			}
 			if !v.area.contains(d.Lat, d.Lng) {
 				v.h.m.outside.Inc()
 			}
 			ups = append(ups, d)
+			v.sentD[id] = now
+			delete(v.pendD, id)
 		}
-		v.pendD = map[string]dispatch.DriverView{}
-		out = append(out, frame("drivers", map[string]any{"updates": ups}))
+		if len(ups) > 0 {
+			out = append(out, frame("drivers", map[string]any{"updates": ups}))
+		}
+		if len(v.sentD) > 2*len(v.known)+1024 {
+			for id, at := range v.sentD {
+				if now.Sub(at) >= v.h.opts.ViewFlush {
+					delete(v.sentD, id)
+				}
+			}
+		}
 	}
 	if len(v.pendB) > 0 {
 		ups := make([]dispatch.Booking, 0, len(v.pendB))
@@ -311,8 +336,10 @@ func (v *viewer) pull() [][]byte {
 		v.pendB = map[string]dispatch.Booking{}
 		out = append(out, frame("bookings", map[string]any{"updates": ups}))
 	}
-	v.ticks++
-	sendCells := v.ticks%3 == 0
+	sendCells := now.Sub(v.cellsAt) >= 2*time.Second
+	if sendCells {
+		v.cellsAt = now
+	}
 	v.mu.Unlock()
 	if sendCells {
 		out = append(out, frame("cells", v.cells()))

@@ -17,6 +17,7 @@ import (
 	"github.com/drivers4me/dispatch/api"
 	"github.com/drivers4me/dispatch/store/storetest"
 	"github.com/gorilla/websocket"
+	"github.com/redis/go-redis/v9"
 )
 
 const testSecret = "test-secret-of-at-least-32-bytes-0123456789"
@@ -25,6 +26,7 @@ const testSecret = "test-secret-of-at-least-32-bytes-0123456789"
 type server struct {
 	http, admin string
 	dsn         string
+	env         map[string]string
 	cancel      context.CancelFunc
 	done        chan error
 	logs        *syncBuffer
@@ -66,10 +68,16 @@ func startServer(t *testing.T, backend string, extra map[string]string) *server 
 		env["REDIS_URL"] = "redis://127.0.0.1:6379"
 		env["DISPATCH_MIGRATE"] = "true"
 		env["DISPATCH_REDIS_PREFIX"] = fmt.Sprintf("t%d:", time.Now().UnixNano())
+		prefix := env["DISPATCH_REDIS_PREFIX"]
+		if p := extra["DISPATCH_REDIS_PREFIX"]; p != "" {
+			prefix = p
+		}
+		t.Cleanup(func() { dropRedisKeys(prefix) })
 	}
 	for k, v := range extra {
 		env[k] = v
 	}
+	s.env = env
 	pr, pw := io.Pipe()
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
@@ -357,6 +365,17 @@ func sqlStatus(t *testing.T, dsn, id string) string {
 		t.Fatalf("read booking %s in MySQL: %v", id, err)
 	}
 	return st
+}
+
+// dropRedisKeys deletes a test's keys from the shared Redis.
+func dropRedisKeys(prefix string) {
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
+	defer rdb.Close()
+	ctx := context.Background()
+	iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+	for iter.Next(ctx) {
+		rdb.Del(ctx, iter.Val())
+	}
 }
 
 // forgeToken signs with a key that is not the server's.

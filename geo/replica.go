@@ -1,0 +1,312 @@
+package geo
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/drivers4me/dispatch/dispatch"
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+	"github.com/uber/h3-go/v4"
+)
+
+// ReplicaRes is the H3 resolution of a Replica's buckets: 9 (edge about 174 m, 0.1 km²). At
+// city densities (50 drivers a km²) a bucket holds about 5 drivers and the 10 nearest lie
+// within two rings (19 cells, about 100 drivers), where resolution 8 scans the 7 cells of one
+// ring with about 270 (BenchmarkNearby measures both). Memory is one small struct per driver
+// and per occupied cell.
+const ReplicaRes = 9
+
+// ReplicaOptions configure a Replica.
+type ReplicaOptions struct {
+	// Res is the resolution of the buckets (default ReplicaRes).
+	Res int
+}
+
+// Replica holds every region's drivers in memory for the dispatcher's nearby queries, fed from
+// Redis: an initial HSCAN of each region's positions, then the region feeds (FeedChannel) the
+// gateways and the index publish. It re-reads everything whenever its subscription is
+// (re)established, so a lost connection loses no update for good.
+//
+// It implements dispatch.Locator: Nearby answers from memory (from the Index until the first
+// load is done); everything else goes to the Index, and SetState is applied to memory at once
+// as well. All methods are safe for concurrent use; Run owns the feed goroutine.
+//
+// Lock order: Replica.mu, then the package's geometry caches (sync.Map, no lock held across calls).
+type Replica struct {
+	x   *Index
+	res int
+	log zerolog.Logger
+
+	loaded atomic.Bool
+
+	mu      sync.RWMutex // guards drivers, buckets and the entries they point to
+	drivers map[string]*entry
+	buckets map[h3.Cell]*bucket
+}
+
+var _ dispatch.Locator = (*Replica)(nil)
+
+type entry struct {
+	pos    dispatch.Position
+	ms     int64   // pos.At in Unix ms: latest wins
+	cosLat float64 // cos of pos.Lat, for the haversine
+	cell   h3.Cell // 0 when in no bucket (offline)
+	i      int     // index in its bucket
+}
+
+type bucket struct {
+	entries []*entry
+}
+
+// NewReplica returns a replica of x's drivers; it is empty until Run has loaded them.
+func NewReplica(x *Index, opts ReplicaOptions, log zerolog.Logger) *Replica {
+	if opts.Res <= 0 {
+		opts.Res = ReplicaRes
+	}
+	return &Replica{x: x, res: opts.Res, log: log, drivers: map[string]*entry{}, buckets: map[h3.Cell]*bucket{}}
+}
+
+// Index is the index the replica copies and delegates to.
+func (r *Replica) Index() *Index { return r.x }
+
+// Loaded reports whether the first full load has finished.
+func (r *Replica) Loaded() bool { return r.loaded.Load() }
+
+// Len is how many drivers the replica holds (offline ones included).
+func (r *Replica) Len() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.drivers)
+}
+
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, c := range s {
+		if strings.ContainsRune(`*?[]\`, c) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+// Run subscribes to every region's feed and loads the regions, then applies the feed until ctx
+// is done. It returns nil when ctx ends.
+func (r *Replica) Run(ctx context.Context) error {
+	ps := r.x.rdb.PSubscribe(ctx, globEscape(r.x.prefix)+"loc:*")
+	defer ps.Close()
+	var loads sync.WaitGroup
+	defer loads.Wait()
+	ch := ps.ChannelWithSubscriptions(redis.WithChannelSize(8192))
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case msg, ok := <-ch:
+			if !ok {
+				return nil
+			}
+			switch m := msg.(type) {
+			case *redis.Subscription:
+				if m.Kind != "psubscribe" {
+					continue
+				}
+				// Subscribed (again): what was published meanwhile is lost, so read it all.
+				loads.Add(1)
+				go func() {
+					defer loads.Done()
+					for ctx.Err() == nil {
+						err := r.Load(ctx)
+						if err == nil {
+							return
+						}
+						r.log.Warn().Err(err).Msg("load replica")
+						select {
+						case <-ctx.Done():
+						case <-time.After(time.Second):
+						}
+					}
+				}()
+			case *redis.Message:
+				var views []dispatch.DriverView
+				if err := json.Unmarshal([]byte(m.Payload), &views); err != nil {
+					continue
+				}
+				r.Apply(views)
+			}
+		}
+	}
+}
+
+// Load reads every region's positions from Redis into memory (latest wins against what the
+// feed already brought).
+func (r *Replica) Load(ctx context.Context) error {
+	regions, err := r.x.Regions(ctx)
+	if err != nil {
+		return err
+	}
+	for _, region := range regions {
+		err := r.x.scanRegion(ctx, region, func(ps []dispatch.Position) error {
+			r.mu.Lock()
+			for _, p := range ps {
+				r.applyLocked(p)
+			}
+			r.mu.Unlock()
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("load replica: %w", err)
+		}
+	}
+	r.loaded.Store(true)
+	return nil
+}
+
+// Apply takes a feed batch.
+func (r *Replica) Apply(views []dispatch.DriverView) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, v := range views {
+		r.applyLocked(dispatch.Position{DriverID: v.ID, Lat: v.Lat, Lng: v.Lng, Heading: v.Heading, State: v.State, At: v.UpdatedAt})
+	}
+}
+
+// applyLocked stores p unless an older point than the one held; an equal time is a state change.
+func (r *Replica) applyLocked(p dispatch.Position) {
+	ms := p.At.UnixMilli()
+	e := r.drivers[p.DriverID]
+	moved := true
+	if e == nil {
+		e = &entry{}
+		r.drivers[p.DriverID] = e
+	} else if ms < e.ms {
+		return
+	} else {
+		moved = e.pos.Lat != p.Lat || e.pos.Lng != p.Lng
+	}
+	e.pos, e.ms = p, ms
+	if moved {
+		e.cosLat = math.Cos(p.Lat * (math.Pi / 180)) // as DistanceM rounds it
+	}
+	var cell h3.Cell
+	if p.State != dispatch.DriverOffline {
+		if moved || e.cell == 0 {
+			cell = h3.LatLngToCell(h3.LatLng{Lat: p.Lat, Lng: p.Lng}, r.res)
+		} else {
+			cell = e.cell
+		}
+	}
+	if cell == e.cell {
+		return
+	}
+	if e.cell != 0 {
+		b := r.buckets[e.cell]
+		last := b.entries[len(b.entries)-1]
+		b.entries[e.i], last.i = last, e.i
+		b.entries[len(b.entries)-1] = nil
+		b.entries = b.entries[:len(b.entries)-1]
+		if len(b.entries) == 0 {
+			delete(r.buckets, e.cell)
+		}
+	}
+	e.cell = cell
+	if cell != 0 {
+		b := r.buckets[cell]
+		if b == nil {
+			b = &bucket{}
+			r.buckets[cell] = b
+		}
+		e.i = len(b.entries)
+		b.entries = append(b.entries, e)
+	}
+}
+
+// Nearby implements dispatch.Locator from memory, with the same exact ring search as
+// Index.Nearby. keep is called with the replica's read lock held: it must not call the replica.
+func (r *Replica) Nearby(ctx context.Context, lat, lng, radiusM float64, limit int, keep func(dispatch.Position) bool) ([]dispatch.Nearby, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	if !r.loaded.Load() {
+		return r.x.Nearby(ctx, lat, lng, radiusM, limit, keep)
+	}
+	const rad = math.Pi / 180
+	cosQ := math.Cos(lat * rad)
+	s := newSearch(lat, lng, r.res)
+	t := topK{limit: limit, found: make([]dispatch.Nearby, 0, min(limit, 64))}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for k := 0; ; k++ {
+		for _, c := range s.ring(k) {
+			b := r.buckets[c]
+			if b == nil {
+				continue
+			}
+			if len(b.entries) > 2 {
+				g := geomOf(c)
+				near := DistanceM(lat, lng, g.lat, g.lng) - g.r
+				if near > radiusM || (t.full() && near > t.worst()) {
+					continue
+				}
+			}
+			for _, e := range b.entries {
+				// The haversine of DistanceM, with the cosines cached.
+				dLat := (e.pos.Lat - lat) * rad
+				dLng := (e.pos.Lng - lng) * rad
+				a := math.Sin(dLat/2)*math.Sin(dLat/2) + cosQ*e.cosLat*math.Sin(dLng/2)*math.Sin(dLng/2)
+				d := 2 * earthRadiusM * math.Asin(math.Min(1, math.Sqrt(a)))
+				if d > radiusM || (t.full() && d > t.worst()) || (keep != nil && !keep(e.pos)) {
+					continue
+				}
+				t.offer(dispatch.Nearby{Position: e.pos, DistanceM: d})
+			}
+		}
+		if t.done(&s, k, radiusM) {
+			break
+		}
+	}
+	return t.found, nil
+}
+
+// Position implements dispatch.Locator (from Redis: the truth, not the copy).
+func (r *Replica) Position(ctx context.Context, driverID string) (dispatch.Position, error) {
+	return r.x.Position(ctx, driverID)
+}
+
+// SetState implements dispatch.Locator: in Redis, then in memory at once (the feed brings it
+// too, but a matcher must not offer the same driver twice in the meantime).
+func (r *Replica) SetState(ctx context.Context, driverID string, s dispatch.DriverState) error {
+	if err := r.x.SetState(ctx, driverID, s); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	if e := r.drivers[driverID]; e != nil {
+		p := e.pos
+		p.State = s
+		r.applyLocked(p)
+	}
+	r.mu.Unlock()
+	return nil
+}
+
+// State implements dispatch.Locator.
+func (r *Replica) State(ctx context.Context, driverID string) (dispatch.DriverState, error) {
+	return r.x.State(ctx, driverID)
+}
+
+// Reserve implements dispatch.Locator.
+func (r *Replica) Reserve(ctx context.Context, driverID, token string, ttl time.Duration) (bool, error) {
+	return r.x.Reserve(ctx, driverID, token, ttl)
+}
+
+// Release implements dispatch.Locator.
+func (r *Replica) Release(ctx context.Context, driverID, token string) error {
+	return r.x.Release(ctx, driverID, token)
+}
