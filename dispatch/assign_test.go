@@ -222,6 +222,96 @@ func TestAssignGreedyCheapestFirst(t *testing.T) {
 	}
 }
 
+// referenceAssign is an independent oracle for windows too big for brute force: min-cost flow
+// by successive shortest paths with Bellman-Ford on the explicit network (no potentials, no
+// heaps), source -> rows -> columns -> sink, all capacities 1. Each augmentation along a
+// shortest path keeps the flow the cheapest of its size, so the last one is the answer.
+func referenceAssign(rows, cols int, edges []Edge) (count int, cost float64) {
+	type arc struct {
+		to, rev int
+		cap     int
+		cost    float64
+	}
+	n := rows + cols + 2
+	src, sink := rows+cols, rows+cols+1
+	adj := make([][]arc, n)
+	add := func(u, v int, c float64) {
+		adj[u] = append(adj[u], arc{v, len(adj[v]), 1, c})
+		adj[v] = append(adj[v], arc{u, len(adj[u]) - 1, 0, -c})
+	}
+	w := denseCosts(rows, cols, edges)
+	for r := 0; r < rows; r++ {
+		add(src, r, 0)
+		for c := 0; c < cols; c++ {
+			if !math.IsInf(w[r][c], 1) {
+				add(r, rows+c, w[r][c])
+			}
+		}
+	}
+	for c := 0; c < cols; c++ {
+		add(rows+c, sink, 0)
+	}
+	for {
+		dist := make([]float64, n)
+		for i := range dist {
+			dist[i] = math.Inf(1)
+		}
+		prevNode, prevArc := make([]int, n), make([]int, n)
+		dist[src] = 0
+		for changed, i := true, 0; changed && i < n; i++ {
+			changed = false
+			for u := range adj {
+				if math.IsInf(dist[u], 1) {
+					continue
+				}
+				for k, a := range adj[u] {
+					if a.cap > 0 && dist[u]+a.cost < dist[a.to]-1e-12 {
+						dist[a.to], prevNode[a.to], prevArc[a.to] = dist[u]+a.cost, u, k
+						changed = true
+					}
+				}
+			}
+		}
+		if math.IsInf(dist[sink], 1) {
+			return count, cost
+		}
+		for v := sink; v != src; v = prevNode[v] {
+			a := &adj[prevNode[v]][prevArc[v]]
+			a.cap--
+			adj[v][a.rev].cap++
+		}
+		count++
+		cost += dist[sink]
+	}
+}
+
+func TestAssignMatchesReference(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for i := 0; i < 120; i++ {
+		rows, cols := 1+rng.IntN(60), 1+rng.IntN(60)
+		var edges []Edge
+		if i%2 == 0 {
+			_, _, edges = windowCase(uint64(i), rows, cols, 1, min(cols, 8))
+		} else {
+			p := 1 + rng.IntN(6) // edges a row, on average
+			for r := 0; r < rows; r++ {
+				for c := 0; c < cols; c++ {
+					if rng.IntN(cols) < p {
+						edges = append(edges, Edge{r, c, float64(rng.IntN(20)) - 5})
+					}
+				}
+			}
+		}
+		t.Run(fmt.Sprintf("%03d_%dx%d_%dedges", i, rows, cols, len(edges)), func(t *testing.T) {
+			wantN, wantC := referenceAssign(rows, cols, edges)
+			gotN, gotC := scoreAssign(t, rows, cols, edges, Assign(rows, cols, edges))
+			if gotN != wantN || math.Abs(gotC-wantC) > 1e-6 {
+				t.Fatalf("got %d rows for %v, want %d for %v", gotN, gotC, wantN, wantC)
+			}
+		})
+	}
+}
+
 // TestAssignLargeAgainstGreedy checks validity and that the optimum is never beaten by greedy
 // on windows too big for brute force.
 func TestAssignLargeAgainstGreedy(t *testing.T) {
@@ -300,7 +390,8 @@ func windowCase(seed uint64, rows, cols, lo, hi int) (int, int, []Edge) {
 }
 
 func BenchmarkAssign(b *testing.B) {
-	for _, size := range [][2]int{{50, 100}, {200, 400}, {500, 2000}} {
+	// 500x600 is the tight end of the product's range: 1.2 drivers per booking.
+	for _, size := range [][2]int{{50, 100}, {200, 400}, {500, 2000}, {500, 600}} {
 		rows, cols, edges := windowCase(1, size[0], size[1], 10, 20)
 		b.Run(fmt.Sprintf("%dx%d", rows, cols), func(b *testing.B) {
 			for b.Loop() {

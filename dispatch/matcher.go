@@ -46,10 +46,12 @@ type MatcherOptions struct {
 	Candidates int
 	// ScheduleLead: a scheduled booking starts searching this long before its start (default 45 min).
 	ScheduleLead time.Duration
-	// SolveBudget: a window with more candidate edges than MaxOptimalEdges is matched greedily
-	// (default 60 ms budget, 40,000 edges: what Assign solves within it on 2 cores).
+	// MaxOptimalEdges: a window with more candidate edges is matched greedily, to stay within the
+	// 60 ms solve budget. Default 12,000: Assign takes about 4 ms for 500x2,000 with 10 to 20 edges
+	// a row, but tight windows (ratio 1.2) cost far more per edge: 2,000x2,400 at 40,000 edges
+	// took 236 ms of CPU (BENCHMARKS.md).
 	MaxOptimalEdges int
-	// Greedy forces greedy-nearest (for comparisons).
+	// Greedy forces the cheapest-edge-first fallback (AssignGreedy) for every window.
 	Greedy bool
 	// LeaseTTL is how long a region stays owned without renewal (default 5 s); a dead process's
 	// regions move to the others within it.
@@ -85,7 +87,7 @@ func (o *MatcherOptions) defaults() {
 		o.ScheduleLead = 45 * time.Minute
 	}
 	if o.MaxOptimalEdges <= 0 {
-		o.MaxOptimalEdges = 40000
+		o.MaxOptimalEdges = 12000
 	}
 	if o.LeaseTTL <= 0 {
 		o.LeaseTTL = 5 * time.Second
@@ -576,8 +578,12 @@ func (m *Matcher) match(ctx context.Context, ready []*pending, fences map[string
 
 // offer leases the driver, records the offer under the region's fence and tells the driver.
 func (m *Matcher) offer(ctx context.Context, p *pending, driverID string, distM float64, fence int64, now time.Time) error {
+	// The driver's time to answer runs from this offer, not from the tick: the window's search
+	// and the offers made before this one may have taken seconds (Redis slow: with 500 ms added,
+	// offers timed from the tick had expired before they were sent; TestFaultRedisLatency).
+	at := m.opts.Now()
 	o := Offer{ID: NewID("of"), BookingID: p.b.ID, DriverID: driverID, Status: OfferOpen,
-		DistanceM: int(distM + 0.5), CreatedAt: now, ExpiresAt: now.Add(m.opts.OfferTimeout),
+		DistanceM: int(distM + 0.5), CreatedAt: at, ExpiresAt: at.Add(m.opts.OfferTimeout),
 		Region: p.region, Fence: fence}
 	ok, err := m.loc.Reserve(ctx, driverID, o.ID, m.opts.OfferTimeout+5*time.Second)
 	if err != nil {
