@@ -1,5 +1,5 @@
 # Thin on purpose: anything longer lives in a script of the package that owns it.
-.PHONY: build run test bench loadtest lint docker
+.PHONY: build run test fuzz bench loadtest lint docker
 
 export CGO_ENABLED := 1
 
@@ -14,6 +14,17 @@ test:
 	go vet ./...
 	test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt: files above need formatting'; exit 1; }
 	go test -race -count=1 -timeout 20m ./...
+	go test -run '^$$' -fuzz '^FuzzEnvelope$$' -fuzztime 3s ./realtime/
+	go test -run '^$$' -fuzz '^FuzzLocation$$' -fuzztime 3s ./realtime/
+	go test -run '^$$' -fuzz '^FuzzBookingRequest$$' -fuzztime 3s ./api/
+
+# The fuzz targets for longer: make fuzz FUZZTIME=5m (each). A failing input is written under
+# the package's testdata/fuzz/ and from then on runs with go test: keep it there once fixed.
+FUZZTIME ?= 1m
+fuzz:
+	go test -run '^$$' -fuzz '^FuzzEnvelope$$' -fuzztime $(FUZZTIME) ./realtime/
+	go test -run '^$$' -fuzz '^FuzzLocation$$' -fuzztime $(FUZZTIME) ./realtime/
+	go test -run '^$$' -fuzz '^FuzzBookingRequest$$' -fuzztime $(FUZZTIME) ./api/
 
 bench: build
 	loadtest/bench.sh

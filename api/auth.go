@@ -49,8 +49,8 @@ func (v *Verifier) Verify(token string) (dispatch.Actor, time.Time, error) {
 	if err != nil {
 		return dispatch.Actor{}, time.Time{}, fmt.Errorf("%w: %v", errUnauthenticated, err)
 	}
-	if c.Subject == "" || len(c.Subject) > 128 {
-		return dispatch.Actor{}, time.Time{}, fmt.Errorf("%w: sub missing or too long", errUnauthenticated)
+	if !validSubject(c.Subject) {
+		return dispatch.Actor{}, time.Time{}, fmt.Errorf("%w: sub missing, too long or with characters outside [A-Za-z0-9._:@|+=-]", errUnauthenticated)
 	}
 	known := false
 	for _, r := range Roles {
@@ -62,22 +62,48 @@ func (v *Verifier) Verify(token string) (dispatch.Actor, time.Time, error) {
 	return dispatch.Actor{ID: c.Subject, Role: c.Role}, c.ExpiresAt.Time, nil
 }
 
+// validSubject keeps user ids to 1..128 characters that are safe wherever an id goes: Redis
+// keys (no braces, which would pick a cluster slot), channel names, SQL, logs, URLs.
+func validSubject(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for _, c := range s {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.ContainsRune("._:@|+=-", c):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// maxToken bounds what is verified at all: real tokens are a few hundred bytes.
+const maxToken = 4 << 10
+
 // FromRequest finds the token in the Authorization header or, for browsers' sockets, in the
 // Sec-WebSocket-Protocol offer "bearer.<jwt>", and verifies it.
 func (v *Verifier) FromRequest(r *http.Request) (dispatch.Actor, time.Time, error) {
 	if h := r.Header.Get("Authorization"); h != "" {
-		tok, ok := strings.CutPrefix(h, "Bearer ")
-		if !ok {
+		if len(h) < 7 || !strings.EqualFold(h[:7], "Bearer ") {
 			return dispatch.Actor{}, time.Time{}, fmt.Errorf("%w: not a bearer token", errUnauthenticated)
 		}
-		return v.Verify(strings.TrimSpace(tok))
+		return v.verifyBounded(strings.TrimSpace(h[7:]))
 	}
 	for _, p := range websocketProtocols(r) {
 		if tok, ok := strings.CutPrefix(p, "bearer."); ok {
-			return v.Verify(tok)
+			return v.verifyBounded(tok)
 		}
 	}
 	return dispatch.Actor{}, time.Time{}, fmt.Errorf("%w: no token", errUnauthenticated)
+}
+
+func (v *Verifier) verifyBounded(tok string) (dispatch.Actor, time.Time, error) {
+	if len(tok) > maxToken {
+		return dispatch.Actor{}, time.Time{}, fmt.Errorf("%w: token longer than %d bytes", errUnauthenticated, maxToken)
+	}
+	return v.Verify(tok)
 }
 
 func websocketProtocols(r *http.Request) []string {

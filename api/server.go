@@ -6,6 +6,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"embed"
@@ -15,6 +16,7 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -40,6 +42,13 @@ type Options struct {
 	Tiles string
 	// Roles this process serves: API routes only with "api".
 	ServeAPI bool
+	// RatePerUser is the requests a second a user (a valid token) may make, socket upgrades
+	// included; RatePerAddr the same for a client address, counting requests without a valid
+	// token. Bursts are twice as many (at least 10). 0: no limit.
+	RatePerUser, RatePerAddr float64
+	// ProxyHops is how many trusted proxies append to X-Forwarded-For in front of this server
+	// (an ALB: 1); 0 trusts no header and counts the peer's address.
+	ProxyHops int
 }
 
 // Server is the HTTP surface.
@@ -72,16 +81,20 @@ func (s *Server) Handler() http.Handler {
 		mux.Handle("GET /v1/ws", s.opts.Sockets)
 	}
 	if s.opts.ServeAPI {
-		mux.HandleFunc("POST /v1/quotes", s.auth(s.quote))
-		mux.HandleFunc("POST /v1/bookings", s.auth(s.createBooking))
+		// Who may call what (API.md): the role decides here, before the body is read; whose
+		// booking or driver it is, dispatch.Service decides (404 for someone else's).
+		staff := []string{"dispatcher", "admin"}
+		mux.HandleFunc("POST /v1/quotes", s.auth(s.quote, "customer", "dispatcher", "admin"))
+		mux.HandleFunc("POST /v1/bookings", s.auth(s.createBooking, "customer"))
 		mux.HandleFunc("GET /v1/bookings", s.auth(s.listBookings))
 		mux.HandleFunc("GET /v1/bookings/{id}", s.auth(s.getBooking))
 		mux.HandleFunc("POST /v1/bookings/{id}/cancel", s.auth(s.cancel))
-		mux.HandleFunc("POST /v1/bookings/{id}/assign", s.auth(s.assign))
-		mux.HandleFunc("POST /v1/bookings/{id}/arrive", s.auth(s.arrive))
-		mux.HandleFunc("POST /v1/bookings/{id}/start", s.auth(s.start))
-		mux.HandleFunc("POST /v1/bookings/{id}/end", s.auth(s.end))
-		mux.HandleFunc("GET /v1/drivers/nearby", s.auth(s.nearby))
+		mux.HandleFunc("POST /v1/bookings/{id}/assign", s.auth(s.assign, staff...))
+		mux.HandleFunc("POST /v1/bookings/{id}/arrive", s.auth(s.arrive, "driver"))
+		mux.HandleFunc("POST /v1/bookings/{id}/start", s.auth(s.start, "driver"))
+		mux.HandleFunc("POST /v1/bookings/{id}/end", s.auth(s.end, "driver"))
+		mux.HandleFunc("GET /v1/bookings/{id}/route", s.auth(s.route))
+		mux.HandleFunc("GET /v1/drivers/nearby", s.auth(s.nearby, staff...))
 		mux.HandleFunc("GET /v1/drivers/{id}", s.auth(s.driver))
 		mux.HandleFunc("GET /config.json", s.mapConfig)
 		web, _ := fs.Sub(webFS, "web")
@@ -92,16 +105,53 @@ func (s *Server) Handler() http.Handler {
 			writeError(w, errorf(dispatch.ErrNotFound, "no such endpoint"))
 		})
 	}
-	return securityHeaders(mux)
+	return securityHeaders(ContentSecurityPolicy(s.opts.Tiles), newLimiter(s.opts).wrap(mux))
 }
 
-func securityHeaders(next http.Handler) http.Handler {
+// ContentSecurityPolicy is the policy of every answer: the page's own scripts and styles only
+// (no inline code, no eval), sockets and fetches to this origin only ('self' covers ws: and
+// wss: of the same host), images from this origin and the map's tile server, no plugins, no
+// framing, and no form submission (the sign-in form is handled by script; were it submitted
+// natively, the token would land in a URL).
+func ContentSecurityPolicy(tiles string) string {
+	img := "'self' data:"
+	if o := tileOrigin(tiles); o != "" {
+		img += " " + o
+	}
+	return "default-src 'self'; script-src 'self'; style-src 'self'; img-src " + img +
+		"; connect-src 'self'; font-src 'self'; object-src 'none'; worker-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+}
+
+// tileOrigin is the scheme and host of a tile URL template ("{s}" subdomains become a
+// wildcard), or "" when there is none or it is not plain https.
+func tileOrigin(tmpl string) string {
+	rest, ok := strings.CutPrefix(tmpl, "https://")
+	if !ok {
+		return ""
+	}
+	host, _, _ := strings.Cut(rest, "/")
+	host = strings.ReplaceAll(host, "{s}", "*")
+	for _, c := range host {
+		if !(c == '.' || c == '-' || c == '*' || c == ':' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			return ""
+		}
+	}
+	if host == "" || strings.Contains(strings.TrimPrefix(host, "*."), "*") {
+		return "" // a wildcard only as the whole first label, as {s} gives
+	}
+	return "https://" + host
+}
+
+func securityHeaders(csp string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("X-Frame-Options", "DENY")
 		h.Set("Referrer-Policy", "no-referrer")
-		h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data: https:; connect-src 'self' ws: wss:; style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+		h.Set("Content-Security-Policy", csp)
+		h.Set("Cross-Origin-Opener-Policy", "same-origin")
+		h.Set("Cross-Origin-Resource-Policy", "same-origin")
+		h.Set("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=(), usb=()")
 		if r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https" {
 			h.Set("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
 		}
@@ -111,24 +161,29 @@ func securityHeaders(next http.Handler) http.Handler {
 
 type handler func(w http.ResponseWriter, r *http.Request, a dispatch.Actor)
 
-// auth verifies the bearer token; a failure is 401 with nothing of the token in logs or answer.
-func (s *Server) auth(h handler) http.HandlerFunc {
+// auth verifies the bearer token (once: the limiter's reading is reused); a failure is 401 with
+// nothing of the token in logs or answer. With roles given, any other role is 403 before the
+// body is read.
+func (s *Server) auth(h handler, roles ...string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		a, _, err := s.opts.Verifier.FromRequest(r)
-		if err != nil {
+		v, ok := r.Context().Value(verifiedKey{}).(verified)
+		if !ok {
+			v.actor, _, v.err = s.opts.Verifier.FromRequest(r)
+		}
+		if v.err != nil {
 			writeJSON(w, http.StatusUnauthorized, errBody("unauthenticated", "a valid bearer token is required"))
 			return
 		}
+		if len(roles) > 0 && !slices.Contains(roles, v.actor.Role) {
+			writeError(w, errorf(dispatch.ErrForbidden, "a %s may not make this call", v.actor.Role))
+			return
+		}
 		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
-		h(w, r, a)
+		h(w, r, v.actor)
 	}
 }
 
 func (s *Server) quote(w http.ResponseWriter, r *http.Request, a dispatch.Actor) {
-	if a.Role != "customer" && !a.Staff() {
-		writeError(w, errorf(dispatch.ErrForbidden, "only customers ask for quotes"))
-		return
-	}
 	var req dispatch.BookingRequest
 	if err := readJSON(r, &req); err != nil {
 		writeError(w, err)
@@ -243,11 +298,25 @@ func (s *Server) end(w http.ResponseWriter, r *http.Request, a dispatch.Actor) {
 	s.answer(w)(s.svc.End(r.Context(), a, r.PathValue("id")))
 }
 
-func (s *Server) nearby(w http.ResponseWriter, r *http.Request, a dispatch.Actor) {
-	if !a.Staff() {
-		writeError(w, errorf(dispatch.ErrForbidden, "only dispatchers search drivers"))
+// route answers a completed booking's recorded trip, its polyline also decoded as points.
+func (s *Server) route(w http.ResponseWriter, r *http.Request, a dispatch.Actor) {
+	t, err := s.svc.Route(r.Context(), a, r.PathValue("id"))
+	if err != nil {
+		writeError(w, err)
 		return
 	}
+	pts, err := dispatch.DecodePolyline(t.Polyline)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, 200, struct {
+		dispatch.Trip
+		Path []dispatch.LatLng `json:"route"`
+	}{t, pts})
+}
+
+func (s *Server) nearby(w http.ResponseWriter, r *http.Request, a dispatch.Actor) {
 	q := r.URL.Query()
 	num := func(name string, def, lo, hi float64) (float64, error) {
 		v := q.Get(name)
@@ -384,31 +453,47 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 // readJSON decodes a required JSON body; any failure is invalid_argument with the reason.
 func readJSON(r *http.Request, v any) error {
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
-		return errorf(dispatch.ErrInvalid, "Content-Type must be application/json")
+	body, err := readBody(r)
+	if err != nil {
+		return err
 	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return errorf(dispatch.ErrInvalid, "a JSON body is required")
+	}
+	return decodeJSON(body, v)
+}
+
+// readJSONOptional is readJSON where an empty body (of any transfer encoding) means no fields.
+func readJSONOptional(r *http.Request, v any) error {
+	body, err := readBody(r)
+	if err != nil || len(bytes.TrimSpace(body)) == 0 {
+		return err
+	}
+	return decodeJSON(body, v)
+}
+
+// readBody reads a body of at most maxBody bytes (auth set the bound); one that is not empty
+// must be declared as JSON (or not declared).
+func readBody(r *http.Request) ([]byte, error) {
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return errorf(dispatch.ErrInvalid, "body larger than %d bytes", maxBody)
+			return nil, errorf(dispatch.ErrInvalid, "body larger than %d bytes", maxBody)
 		}
-		return errorf(dispatch.ErrInvalid, "cannot read body")
+		return nil, errorf(dispatch.ErrInvalid, "cannot read body")
 	}
-	if len(body) == 0 {
-		return errorf(dispatch.ErrInvalid, "a JSON body is required")
+	if ct := r.Header.Get("Content-Type"); len(body) > 0 && ct != "" && !strings.HasPrefix(ct, "application/json") {
+		return nil, errorf(dispatch.ErrInvalid, "Content-Type must be application/json")
 	}
+	return body, nil
+}
+
+func decodeJSON(body []byte, v any) error {
 	if err := json.Unmarshal(body, v); err != nil {
 		return errorf(dispatch.ErrInvalid, "malformed JSON body: %s", jsonReason(err))
 	}
 	return nil
-}
-
-func readJSONOptional(r *http.Request, v any) error {
-	if r.ContentLength == 0 {
-		return nil
-	}
-	return readJSON(r, v)
 }
 
 func jsonReason(err error) string {

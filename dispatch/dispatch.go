@@ -3,7 +3,7 @@
 // bookings with nearby free drivers.
 //
 // It owns no I/O. What it needs from the outside it names as interfaces (BookingStore, Locator,
-// Publisher) which geo, store and realtime implement; it imports none of them.
+// Trails, Publisher) which geo, store and realtime implement; it imports none of them.
 package dispatch
 
 import (
@@ -99,6 +99,10 @@ type Booking struct {
 	StartedAt    *time.Time `json:"started_at,omitempty"`
 	EndedAt      *time.Time `json:"ended_at,omitempty"`
 	CancelReason string     `json:"cancel_reason,omitempty"`
+	// DistanceM and RoutePoints: the distance along the recorded route and its number of points,
+	// set when the trip completes (GET /v1/bookings/{id}/route has the route itself).
+	DistanceM   *int `json:"distance_m,omitempty"`
+	RoutePoints *int `json:"route_points,omitempty"`
 	// Version grows by one with every change; conditional updates fence on it.
 	Version int64 `json:"-"`
 }
@@ -133,7 +137,11 @@ type Change struct {
 	// ClearDriver removes the driver (a driver cancelling after accepting: back to searching).
 	ClearDriver bool
 	// Fare, when set, replaces the booking's fare (the final fare at completion).
-	Fare   *Fare
+	Fare *Fare
+	// Route is the trail of the trip, only for To == StatusCompleted. Every completion records
+	// the trip (its times, final fare and route) in the same transaction; a nil Route records an
+	// empty one.
+	Route  *Route
 	Actor  string // "customer:c1", "driver:d7", "dispatcher:x", "system"
 	Reason string
 	At     time.Time
@@ -174,13 +182,17 @@ type BookingFilter struct {
 }
 
 // Event is a change of a booking as published to the realtime layer. Consumers drop
-// duplicates by ID: delivery is at least once.
+// duplicates by ID: delivery is at least once. Delivery order is not guaranteed either (two
+// relays may interleave), so consumers also drop an event whose Version is not above the last
+// one they took for its booking.
 type Event struct {
 	ID        string    `json:"id"`
 	Type      string    `json:"type"` // "booking"
 	BookingID string    `json:"booking_id"`
 	Booking   Booking   `json:"booking"`
 	At        time.Time `json:"at"`
+	// Version is the booking's version after the change (1 for its creation); 0 from older producers.
+	Version int64 `json:"version"`
 }
 
 // ErrorCode is the API error code (API.md "Conventions") of an error.

@@ -246,3 +246,46 @@ func TestTwoEnginesRace(t *testing.T) {
 		t.Fatalf("invariant violations: got %d (%v), want 0", n, err)
 	}
 }
+
+// TestDriverCancelRequeues: a driver who accepts and then cancels puts the booking back to
+// searching; it is never offered to that driver again, and it goes first in line: it wins the
+// one free driver over a booking that is older.
+func TestDriverCancelRequeues(t *testing.T) {
+	r := newRig(t)
+	m := r.matcher(func(o *dispatch.MatcherOptions) { o.Radii = []float64{5000} })
+	ctx := context.Background()
+	r.driver("quitter", north(100), baseLng)
+	given := r.book("c1", baseLat, baseLng, dispatch.Manual, nil)
+	r.step(m, 0)
+	r.step(m, 1100*time.Millisecond)
+	if _, err := r.svc.Accept(ctx, driverActor("quitter"), r.notes.lastOffer("quitter")); err != nil {
+		t.Fatalf("accept: %v", err)
+	}
+	older := r.book("c0", north(600), baseLng, dispatch.Manual, nil)
+	r.clock.Add(time.Second)
+	if b, err := r.svc.Cancel(ctx, driverActor("quitter"), given.ID, "car trouble"); err != nil || b.Status != dispatch.StatusSearching {
+		t.Fatalf("driver cancel: got %v %v, want searching", b.Status, err)
+	}
+	if _, c, err := r.db.Exclusions(ctx, []string{given.ID}); err != nil || len(c[given.ID]) != 1 {
+		t.Fatalf("exclusions after a driver's cancel: got %v (%v), want the quitter", c, err)
+	}
+	// The quitter goes home; one new free driver, nearer the older booking than the given-back one.
+	if err := r.index.SetState(ctx, "quitter", dispatch.DriverOffline); err != nil {
+		t.Fatal(err)
+	}
+	r.driver("fresh", north(500), baseLng)
+	r.step(m, 0)
+	r.step(m, 1100*time.Millisecond)
+	again := 0
+	for _, id := range r.notes.offers("quitter") {
+		if id == given.ID {
+			again++
+		}
+	}
+	if again != 1 {
+		t.Fatalf("the driver who cancelled was offered the booking %d times, want once", again)
+	}
+	if got := r.notes.offers("fresh"); len(got) != 1 || got[0] != given.ID {
+		t.Fatalf("fresh got %v, want the given-back booking %s first in line (not %s)", got, given.ID, older.ID)
+	}
+}

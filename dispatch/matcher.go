@@ -267,18 +267,33 @@ func (m *Matcher) Tick(ctx context.Context) error {
 	for _, o := range open {
 		openByBooking[o.BookingID] = o
 	}
-	// Which regions are ours this tick (renewing at a third of the TTL).
+	// Which regions are ours this tick (renewing at a third of the TTL). The leases are taken
+	// concurrently, as are the expiries and the offers below: each is a few Redis round trips,
+	// and one after the other they stalled matching when Redis answered slowly
+	// (TestFaultRedisLatency in cmd/dispatchd).
+	var busy []string
 	mine := map[string]int64{}
 	for _, b := range searching {
 		r := m.regions.RegionOf(b.Pickup.Lat, b.Pickup.Lng)
-		if _, seen := mine[r]; seen {
-			continue
-		}
-		if fence, ok := m.own(ctx, r, now); ok {
-			mine[r] = fence
-		} else {
+		if _, seen := mine[r]; !seen {
 			mine[r] = 0
+			busy = append(busy, r)
 		}
+	}
+	fences := make([]int64, len(busy))
+	var lg errgroup.Group
+	lg.SetLimit(16)
+	for i, r := range busy {
+		lg.Go(func() error {
+			if fence, ok := m.own(ctx, r, now); ok {
+				fences[i] = fence
+			}
+			return nil
+		})
+	}
+	_ = lg.Wait()
+	for i, r := range busy {
+		mine[r] = fences[i]
 	}
 	m.mu.Lock()
 	for r := range m.owned {
@@ -290,12 +305,15 @@ func (m *Matcher) Tick(ctx context.Context) error {
 	m.mu.Unlock()
 
 	// Offers past their time expire whoever made them (a matcher that died leaves them).
+	var eg errgroup.Group
+	eg.SetLimit(16)
 	for _, o := range open {
 		if now.After(o.ExpiresAt) && mine[m.regionOfOffer(o, searching)] > 0 {
-			m.expire(ctx, o)
+			eg.Go(func() error { m.expire(ctx, o); return nil })
 			delete(openByBooking, o.BookingID)
 		}
 	}
+	_ = eg.Wait()
 	m.mu.Lock()
 	seen := map[string]bool{}
 	var fresh []*pending
@@ -309,6 +327,9 @@ func (m *Matcher) Tick(ctx context.Context) error {
 		if !ok {
 			p = &pending{b: b, region: region, excluded: map[string]bool{}}
 			m.pending[b.ID] = p
+			fresh = append(fresh, p)
+		} else if b.Version != p.b.Version && p.offer != nil {
+			// It went through other states since (accepted, then given back): read its history again.
 			fresh = append(fresh, p)
 		}
 		p.b = b
@@ -335,20 +356,25 @@ func (m *Matcher) Tick(ctx context.Context) error {
 	m.searchingG.Set(float64(len(m.pending)))
 	m.mu.Unlock()
 	// Drivers who declined before (perhaps to another matcher) stay excluded after a takeover.
-	for _, p := range fresh {
-		declined, err := m.store.DeclinedBy(ctx, p.b.ID)
-		if err != nil {
-			return fmt.Errorf("declined by: %w", err)
+	if len(fresh) > 0 {
+		ids := make([]string, len(fresh))
+		for i, p := range fresh {
+			ids[i] = p.b.ID
 		}
-		cancelled, err := m.store.DriversWhoCancelled(ctx, p.b.ID)
+		declined, cancelled, err := m.store.Exclusions(ctx, ids)
 		if err != nil {
-			return fmt.Errorf("drivers who cancelled: %w", err)
+			return fmt.Errorf("exclusions: %w", err)
 		}
 		m.mu.Lock()
-		for _, d := range append(declined, cancelled...) {
-			p.excluded[d] = true
+		for _, p := range fresh {
+			for _, d := range declined[p.b.ID] {
+				p.excluded[d] = true
+			}
+			for _, d := range cancelled[p.b.ID] {
+				p.excluded[d] = true
+			}
+			p.requeued = len(cancelled[p.b.ID]) > 0
 		}
-		p.requeued = len(cancelled) > 0
 		m.mu.Unlock()
 	}
 	m.mu.Lock()
@@ -557,6 +583,9 @@ func (m *Matcher) match(ctx context.Context, ready []*pending, fences map[string
 		chosen = Assign(len(ready), len(drivers), edges)
 	}
 	m.solveSeconds.Observe(time.Since(start).Seconds())
+	// The chosen drivers are distinct: the offers are independent and go out concurrently.
+	var g errgroup.Group
+	g.SetLimit(16)
 	for i, p := range ready {
 		if chosen[i] < 0 {
 			m.mu.Lock()
@@ -572,11 +601,14 @@ func (m *Matcher) match(ctx context.Context, ready []*pending, fences map[string
 				dist = c.dist
 			}
 		}
-		if err := m.offer(ctx, p, driver, dist, fences[p.region], now); err != nil {
-			m.log.Warn().Err(err).Str("booking", p.b.ID).Str("driver", driver).Msg("offer")
-		}
+		g.Go(func() error {
+			if err := m.offer(ctx, p, driver, dist, fences[p.region], now); err != nil {
+				m.log.Warn().Err(err).Str("booking", p.b.ID).Str("driver", driver).Msg("offer")
+			}
+			return nil
+		})
 	}
-	return nil
+	return g.Wait()
 }
 
 // offer leases the driver, records the offer under the region's fence and tells the driver.

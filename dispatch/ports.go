@@ -36,6 +36,8 @@ type BookingStore interface {
 	Bookings(ctx context.Context, f BookingFilter) ([]Booking, error)
 	// Transition applies a Change atomically; ErrNotFound, ErrConflict.
 	Transition(ctx context.Context, c Change) (Booking, error)
+	// Trip returns the recorded trip of a completed booking, or ErrNotFound.
+	Trip(ctx context.Context, bookingID string) (Trip, error)
 
 	// CreateOffer records an open offer.
 	CreateOffer(ctx context.Context, o Offer) error
@@ -139,8 +141,9 @@ type MatchStore interface {
 	SearchingBookings(ctx context.Context, limit int) ([]Booking, error)
 	// DueScheduled lists scheduled bookings starting before `before`, soonest first.
 	DueScheduled(ctx context.Context, before time.Time, limit int) ([]Booking, error)
-	// DriversWhoCancelled lists the drivers who accepted the booking and then gave it back.
-	DriversWhoCancelled(ctx context.Context, bookingID string) ([]string, error)
+	// Exclusions returns, per booking, the drivers who declined or let expire its offers and the
+	// drivers who accepted it and then gave it back.
+	Exclusions(ctx context.Context, bookingIDs []string) (declined, cancelled map[string][]string, err error)
 }
 
 // DriverView is a driver as the apps and the live map see it (API.md "DriverView").

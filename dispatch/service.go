@@ -33,7 +33,9 @@ type ServiceOptions struct {
 	ScheduleLead time.Duration
 	// MaxAhead is how far ahead a booking may start.
 	MaxAhead time.Duration
-	Now      func() time.Time
+	// Trails, when set, gives each completed trip its route (nil: trips are recorded without one).
+	Trails Trails
+	Now    func() time.Time
 }
 
 // Service carries out the actions of customers, drivers and dispatchers under the rules of the
@@ -307,6 +309,12 @@ func (s *Service) Decline(ctx context.Context, a Actor, offerID, reason string) 
 	if a.Role != "driver" {
 		return fmt.Errorf("only drivers decline offers: %w", ErrForbidden)
 	}
+	// Someone else's offer is not found, as in Accept: its existence and state stay unsaid.
+	if o, err := s.store.Offer(ctx, offerID); err != nil {
+		return err
+	} else if o.DriverID != a.ID {
+		return fmt.Errorf("offer %s is not yours: %w", offerID, ErrNotFound)
+	}
 	if _, err := s.store.CloseOffer(ctx, offerID, a.ID, OfferDeclined, s.opts.Now()); err != nil {
 		return err
 	}
@@ -316,36 +324,46 @@ func (s *Service) Decline(ctx context.Context, a Actor, offerID, reason string) 
 
 // Arrive, Start and End move the driver's own booking along its trip.
 func (s *Service) Arrive(ctx context.Context, a Actor, id string) (Booking, error) {
-	return s.driverStep(ctx, a, id, StatusAssigned, StatusArrived, func(Booking) (*Fare, error) { return nil, nil })
+	return s.driverStep(ctx, a, id, StatusAssigned, StatusArrived, func(Booking, *Change) error { return nil })
 }
 
 // Start begins the trip once the driver gives the customer's OTP; a wrong OTP changes nothing.
 func (s *Service) Start(ctx context.Context, a Actor, id, otp string) (Booking, error) {
-	return s.driverStep(ctx, a, id, StatusArrived, StatusInProgress, func(b Booking) (*Fare, error) {
+	return s.driverStep(ctx, a, id, StatusArrived, StatusInProgress, func(b Booking, _ *Change) error {
 		if otp == "" || otp != b.OTP {
-			return nil, fmt.Errorf("wrong OTP: %w", ErrInvalid)
+			return fmt.Errorf("wrong OTP: %w", ErrInvalid)
 		}
-		return nil, nil
+		return nil
 	})
 }
 
-// End completes the trip with its final fare from the actual times.
+// End completes the trip with its final fare from the actual times and its route from the
+// trail (Trails). A trail that cannot be read fails the call and changes nothing: the driver's
+// retry completes it with its route.
 func (s *Service) End(ctx context.Context, a Actor, id string) (Booking, error) {
-	b, err := s.driverStep(ctx, a, id, StatusInProgress, StatusCompleted, func(b Booking) (*Fare, error) {
+	b, err := s.driverStep(ctx, a, id, StatusInProgress, StatusCompleted, func(b Booking, c *Change) error {
 		start := b.StartAt
 		if b.StartedAt != nil {
 			start = *b.StartedAt
 		}
-		f := s.opts.Tariff.Final(start, s.opts.Now(), b.Hours, 1)
-		return &f, nil
+		f := s.opts.Tariff.Final(start, c.At, b.Hours, 1)
+		route, err := s.route(ctx, id)
+		if err != nil {
+			return err
+		}
+		c.Fare, c.Route = &f, route
+		return nil
 	})
 	if err == nil {
 		s.releaseDriver(ctx, a.ID)
+		s.dropTrail(ctx, id)
 	}
 	return b, err
 }
 
-func (s *Service) driverStep(ctx context.Context, a Actor, id string, from, to Status, check func(Booking) (*Fare, error)) (Booking, error) {
+// driverStep moves the driver's own booking from one state to the next; check may refuse, or
+// complete the Change.
+func (s *Service) driverStep(ctx context.Context, a Actor, id string, from, to Status, check func(Booking, *Change) error) (Booking, error) {
 	if a.Role != "driver" {
 		return Booking{}, fmt.Errorf("only the booking's driver may do this: %w", ErrForbidden)
 	}
@@ -359,12 +377,12 @@ func (s *Service) driverStep(ctx context.Context, a Actor, id string, from, to S
 	if b.Status != from {
 		return Booking{}, fmt.Errorf("booking %s is %s, not %s: %w", id, b.Status, from, ErrConflict)
 	}
-	fare, err := check(b)
-	if err != nil {
+	c := Change{BookingID: id, From: []Status{from}, To: to, Version: b.Version,
+		Driver: &DriverRef{ID: a.ID}, Actor: a.String(), At: s.opts.Now()}
+	if err := check(b, &c); err != nil {
 		return Booking{}, err
 	}
-	nb, err := s.store.Transition(ctx, Change{BookingID: id, From: []Status{from}, To: to, Version: b.Version,
-		Driver: &DriverRef{ID: a.ID}, Fare: fare, Actor: a.String(), At: s.opts.Now()})
+	nb, err := s.store.Transition(ctx, c)
 	if err != nil {
 		return Booking{}, err
 	}

@@ -3,16 +3,26 @@
 // Key design (cluster-safe: every Lua script and pipeline touches one slot):
 //
 //	geo:{r<region>}:pos     hash   driver id -> "lat,lng,heading,tsms,state,cell"
-//	geo:{r<region>}:cells   zset   "cell:driver" members, score 0, queried by lexical range
+//	geo:{r<region>}:cells   zset   "cell:driver" members, score 0, queried by lexical range;
+//	                               drivers offline are in none
+//	geo:regions             set    every region that has held a driver (Sweep, Replica.Load)
 //	drv:{<driver>}          hash   state, region (the driver's own record)
 //	drv:{<driver>}:lease    string lease token, with a TTL
+//	loc:<region>            pub/sub: JSON arrays of dispatch.DriverView, the region's feed
 //
 // A region is an H3 cell at RegionRes (5: about 250 km², a few per city, so a metro's drivers
 // spread over a handful of slots and dispatcher processes can own regions). Membership is kept at
 // CellRes (8: about 0.74 km², edge about 460 m): a 2 km search is a disk of at most 5 rings (91
 // cells), small enough to scan ring by ring in one round trip each, and fine enough that the first
-// ring or two usually hold the nearest drivers in a city. The exact order comes from haversine
-// distance, never from the cells.
+// ring or two usually hold the nearest drivers in a city; a point moving at city speeds changes
+// cell about once a minute, so most writes touch only the position hash. The exact order comes
+// from haversine distance, never from the cells, and a search stops only when nothing outside
+// the rings scanned can be nearer (grid.go).
+//
+// Writes come in batches (Writer): one Lua call per region and flush applies every point
+// (latest wins by ts), moves cells atomically and, with Options.Feed, publishes the region's
+// feed. Replica keeps every region in a dispatcher's memory from that feed and answers Nearby
+// without Redis; Sweep marks silent drivers offline.
 //
 // geo must not decide who gets a booking: it only knows where drivers are and holds leases.
 package geo
@@ -54,15 +64,6 @@ func Region(lat, lng float64) string {
 
 // RegionOf is the region containing an index cell.
 func RegionOf(c h3.Cell) string { return c.Parent(RegionRes).String() }
-
-// ringSpacingM is a conservative distance covered by each ring of index cells: a disk of k
-// rings contains every point within k*ringSpacingM of its centre.
-var ringSpacingM = h3.HexagonEdgeLengthAvgM(CellRes) * math.Sqrt(3) * 0.85
-
-// RingsFor is how many rings of index cells cover radiusM around a point.
-func RingsFor(radiusM float64) int {
-	return int(math.Ceil(radiusM/ringSpacingM)) + 1
-}
 
 // Boundary is the outline of an H3 cell as [lat, lng] pairs.
 func Boundary(cell string) [][2]float64 {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,12 +21,17 @@ import (
 type Options struct {
 	// Prefix is put before every key (tests use it to keep runs apart). It must not contain braces.
 	Prefix string
+	// Feed makes Write publish the points it applies on their region's FeedChannel, from the
+	// update script itself: one message per region and flush, in the same round trip. Without
+	// it the caller publishes (realtime.Hub.OnWritten does when the index does not).
+	Feed bool
 }
 
 // Index is the Redis location index. It is safe for concurrent use.
 type Index struct {
 	rdb    redis.UniversalClient
 	prefix string
+	feed   bool
 
 	mu      sync.Mutex        // guards regions
 	regions map[string]string // driver id -> region last written by this process
@@ -35,8 +41,11 @@ var _ dispatch.Locator = (*Index)(nil)
 
 // NewIndex returns an index over rdb. The caller owns rdb and closes it.
 func NewIndex(rdb redis.UniversalClient, opts Options) *Index {
-	return &Index{rdb: rdb, prefix: opts.Prefix, regions: map[string]string{}}
+	return &Index{rdb: rdb, prefix: opts.Prefix, feed: opts.Feed, regions: map[string]string{}}
 }
+
+// Feeds reports whether Write publishes the points it applies (Options.Feed).
+func (x *Index) Feeds() bool { return x.feed }
 
 func (x *Index) posKey(region string) string   { return x.prefix + "geo:{r" + region + "}:pos" }
 func (x *Index) cellsKey(region string) string { return x.prefix + "geo:{r" + region + "}:cells" }
@@ -59,36 +68,56 @@ func (x *Index) Forget(driverID string) {
 	x.mu.Unlock()
 }
 
-// updateScript writes a driver's point into a region: latest wins by ts; a move between cells
-// is one atomic step. ARGV: id, lat, lng, heading, ts, cell, state.
-// The stored state is kept when the driver has a record; ARGV[7] ("" for available) is the state
-// of a new record, and revives a record the sweeper marked offline (returned with a "+" first).
-// Offline drivers are in no cell set. Returns the driver's state when written, "" when the point
-// is older than what is stored.
+// updateScript writes drivers' points into one region. ARGV[1] is the region's feed channel
+// ("" for none); then two ARGV per point: "lat,lng,heading,ts,cell,state,id" and the point's
+// DriverView as JSON without its state and closing brace. Latest wins by ts; a move between
+// cells is one atomic step. The stored state is kept when the driver has a record; the state
+// given ("" for available) is the state of a new record, and revives a record the sweeper marked
+// offline (answered with a "+" first; a new record is answered with a "*" first). Offline
+// drivers are in no cell set. It answers, per point, the driver's state when written, "" when
+// the point is older than what is stored, and publishes the applied points on the feed as one
+// JSON array.
+//
+// One script call per region and flush (rather than per point) and no cell-set write unless the
+// cell or the membership changes: the common point costs Redis an HGET and an HSET.
 var updateScript = redis.NewScript(`
-local old = redis.call('HGET', KEYS[1], ARGV[1])
-local state = ARGV[7]
-local revived = ''
-if old then
-  local ts, st, cell = string.match(old, '^[^,]*,[^,]*,[^,]*,([^,]*),([^,]*),([^,]*)$')
-  if ts then
-    if tonumber(ts) > tonumber(ARGV[5]) then return '' end
-    if st == 'offline' and state ~= '' and state ~= 'offline' then
-      revived = '+'
-    else
-      state = st
+local out = {}
+local views = {}
+local feed = ARGV[1]
+for i = 2, #ARGV, 2 do
+  local lat, lng, hd, ts, cell, state, id = string.match(ARGV[i], '^([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),(.*)$')
+  local old = redis.call('HGET', KEYS[1], id)
+  local res = nil
+  local oldCell, wasIn, revived, created = '', false, '', '*'
+  if old then
+    local ots, ost, ocell = string.match(old, '^[^,]*,[^,]*,[^,]*,([^,]*),([^,]*),([^,]*)$')
+    if ots then
+      created = ''
+      if tonumber(ots) > tonumber(ts) then
+        res = ''
+      else
+        if ost == 'offline' and state ~= '' and state ~= 'offline' then
+          revived = '+'
+        else
+          state = ost
+        end
+        oldCell, wasIn = ocell, ost ~= 'offline'
+      end
     end
-    if cell ~= ARGV[6] then redis.call('ZREM', KEYS[2], cell .. ':' .. ARGV[1]) end
   end
+  if res == nil then
+    if state == '' then state = 'available' end
+    local isIn = state ~= 'offline'
+    if wasIn and (not isIn or oldCell ~= cell) then redis.call('ZREM', KEYS[2], oldCell .. ':' .. id) end
+    if isIn and (not wasIn or oldCell ~= cell) then redis.call('ZADD', KEYS[2], 0, cell .. ':' .. id) end
+    redis.call('HSET', KEYS[1], id, lat .. ',' .. lng .. ',' .. hd .. ',' .. ts .. ',' .. state .. ',' .. cell)
+    res = created .. revived .. state
+    if feed ~= '' then views[#views+1] = ARGV[i+1] .. ',"state":"' .. state .. '"}' end
+  end
+  out[#out+1] = res
 end
-if state == '' then state = 'available' end
-if state == 'offline' then
-  redis.call('ZREM', KEYS[2], ARGV[6] .. ':' .. ARGV[1])
-else
-  redis.call('ZADD', KEYS[2], 0, ARGV[6] .. ':' .. ARGV[1])
-end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ',' .. ARGV[3] .. ',' .. ARGV[4] .. ',' .. ARGV[5] .. ',' .. state .. ',' .. ARGV[6])
-return revived .. state
+if #views > 0 then redis.call('PUBLISH', feed, '[' .. table.concat(views, ',') .. ']') end
+return out
 `)
 
 // removeScript takes a driver out of a region and returns its record (or false).
@@ -227,14 +256,14 @@ func (x *Index) Write(ctx context.Context, ups []Update) ([]Written, error) {
 		return nil, nil
 	}
 	out := make([]Written, len(ups))
-	cells := make([]string, len(ups))
+	cells := make([]h3.Cell, len(ups))
 	var unknown []int
 	x.mu.Lock()
 	for i, u := range ups {
 		c := Cell(u.Point.Lat, u.Point.Lng)
-		cells[i] = c.String()
+		cells[i] = c
 		out[i].Update = u
-		out[i].Region = RegionOf(c)
+		out[i].Region = regionName(c)
 		if _, ok := x.regions[u.DriverID]; !ok {
 			unknown = append(unknown, i)
 		}
@@ -307,21 +336,55 @@ func (x *Index) Write(ctx context.Context, ups []Update) ([]Written, error) {
 			}
 		}
 	}
-	cmds := make([]*redis.Cmd, len(out))
+	// One script call per region, its points in batch order.
+	byRegion := map[string][]int{}
+	for i, w := range out {
+		byRegion[w.Region] = append(byRegion[w.Region], i)
+	}
+	type call struct {
+		cmd *redis.Cmd
+		idx []int
+	}
+	calls := make([]call, 0, len(byRegion))
+	// Every argument is a slice of one buffer: one allocation per write, not two per point.
+	arena := make([]byte, 0, len(out)*(96+160*btoi(x.feed)))
 	if err := x.execPipe(ctx, func(pipe redis.Pipeliner) {
-		for i, w := range out {
-			state := string(w.NewState)
-			if s, ok := carried[w.DriverID]; ok {
-				state = s
+		calls = calls[:0]
+		arena = arena[:0]
+		for region, idx := range byRegion {
+			args := make([]any, 1+2*len(idx))
+			args[0] = ""
+			if x.feed {
+				args[0] = x.FeedChannel(region)
 			}
-			var buf [24]byte
-			cmds[i] = updateScript.Run(ctx, pipe, []string{x.posKey(w.Region), x.cellsKey(w.Region)},
-				w.DriverID,
-				strconv.FormatFloat(w.Point.Lat, 'f', 6, 64),
-				strconv.FormatFloat(w.Point.Lng, 'f', 6, 64),
-				string(strconv.AppendFloat(buf[:0], w.Point.Heading, 'f', 0, 64)),
-				strconv.FormatInt(w.Point.TS, 10),
-				cells[i], state)
+			for j, i := range idx {
+				w := &out[i]
+				state := string(w.NewState)
+				if s, ok := carried[w.DriverID]; ok {
+					state = s
+				}
+				start := len(arena)
+				arena = strconv.AppendFloat(arena, w.Point.Lat, 'f', 6, 64)
+				arena = append(arena, ',')
+				arena = strconv.AppendFloat(arena, w.Point.Lng, 'f', 6, 64)
+				arena = append(arena, ',')
+				arena = strconv.AppendFloat(arena, w.Point.Heading, 'f', 0, 64)
+				arena = append(arena, ',')
+				arena = strconv.AppendInt(arena, w.Point.TS, 10)
+				arena = append(arena, ',')
+				arena = strconv.AppendUint(arena, uint64(cells[i]), 16) // h3.Cell.String
+				arena = append(arena, ',')
+				arena = append(arena, state...)
+				arena = append(arena, ',')
+				arena = append(arena, w.DriverID...)
+				args[1+2*j] = arena[start:len(arena):len(arena)]
+				start = len(arena)
+				if x.feed {
+					arena = appendViewHead(arena, w)
+				}
+				args[2+2*j] = arena[start:len(arena):len(arena)]
+			}
+			calls = append(calls, call{updateScript.EvalSha(ctx, pipe, []string{x.posKey(region), x.cellsKey(region)}, args...), idx})
 		}
 		for _, i := range entered {
 			pipe.HSet(ctx, x.drvKey(out[i].DriverID), "region", out[i].Region)
@@ -331,10 +394,31 @@ func (x *Index) Write(ctx context.Context, ups []Update) ([]Written, error) {
 		forget()
 		return nil, fmt.Errorf("index %d points: %w", len(ups), err)
 	}
-	var revived []int
-	for i := range out {
-		if s, err := cmds[i].Text(); err == nil && s != "" {
+	res := make([]string, len(out))
+	for _, c := range calls {
+		vals, err := c.cmd.StringSlice()
+		if err != nil || len(vals) != len(c.idx) {
+			forget()
+			return nil, fmt.Errorf("index %d points: unexpected answer %v", len(ups), err)
+		}
+		for j, i := range c.idx {
+			res[i] = vals[j]
+		}
+	}
+	var revived, rebuilt []int
+	isEntered := make(map[int]bool, len(entered))
+	for _, i := range entered {
+		isEntered[i] = true
+	}
+	for i, s := range res {
+		if s != "" {
 			out[i].Applied = true
+			if s[0] == '*' {
+				s = s[1:]
+				if !isEntered[i] {
+					rebuilt = append(rebuilt, i)
+				}
+			}
 			if s[0] == '+' {
 				s = s[1:]
 				revived = append(revived, i)
@@ -350,6 +434,22 @@ func (x *Index) Write(ctx context.Context, ups []Update) ([]Written, error) {
 			}
 		}); err != nil {
 			return out, fmt.Errorf("revive %d drivers: %w", len(revived), err)
+		}
+	}
+	if len(rebuilt) > 0 {
+		// A record created in the region this process believed the driver was in already: Redis
+		// lost its data (restarted without persistence). The driver's own record follows, as for
+		// a driver entering a region, so that Position, SetState and Sweep find it again (found
+		// by the fault suite, TestFaultRedisKilled).
+		if err := x.execPipe(ctx, func(pipe redis.Pipeliner) {
+			for _, i := range rebuilt {
+				pipe.HSet(ctx, x.drvKey(out[i].DriverID), "region", out[i].Region)
+				pipe.HSetNX(ctx, x.drvKey(out[i].DriverID), "state", string(out[i].State))
+				pipe.SAdd(ctx, x.regionsKey(), out[i].Region)
+			}
+		}); err != nil {
+			forget()
+			return out, fmt.Errorf("rebuild %d drivers' records: %w", len(rebuilt), err)
 		}
 	}
 	return out, nil
@@ -380,21 +480,27 @@ func (x *Index) Nearby(ctx context.Context, lat, lng, radiusM float64, limit int
 	}
 	s := newSearch(lat, lng, CellRes)
 	t := topK{limit: limit}
-	for k := 0; ; k++ {
+	// Rings are scanned in groups of 1, 2, 4, then 8 per round trip: ring by ring, a 2 km search
+	// cost Redis about 15 round trips, which stalled matching when Redis answered slowly
+	// (TestFaultRedisLatency in cmd/dispatchd). The stop test after each group is the same.
+	for first, span := 0, 1; ; first, span = first+span, min(2*span, 8) {
+		k := first + span - 1 // the last ring of the group
 		byRegion := map[string][]string{}
-		for _, c := range s.ring(k) {
-			g := geomOf(c)
-			near := DistanceM(lat, lng, g.lat, g.lng) - g.r
-			if near > radiusM || (t.full() && near > t.worst()) {
-				continue // no point of this cell can be in the answer
+		for ring := first; ring <= k; ring++ {
+			for _, c := range s.ring(ring) {
+				g := geomOf(c)
+				near := DistanceM(lat, lng, g.lat, g.lng) - g.r
+				if near > radiusM || (t.full() && near > t.worst()) {
+					continue // no point of this cell can be in the answer
+				}
+				r := RegionOf(c)
+				byRegion[r] = append(byRegion[r], c.String())
 			}
-			r := RegionOf(c)
-			byRegion[r] = append(byRegion[r], c.String())
 		}
 		if len(byRegion) > 0 {
 			cmds, err := x.scan(ctx, byRegion)
 			if err != nil {
-				return nil, fmt.Errorf("nearby scan ring %d: %w", k, err)
+				return nil, fmt.Errorf("nearby scan rings %d-%d: %w", first, k, err)
 			}
 			for _, cmd := range cmds {
 				vals, err := cmd.StringSlice()
@@ -527,6 +633,62 @@ func (x *Index) scanRegion(ctx context.Context, region string, fn func(ps []disp
 			return nil
 		}
 	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+var regionNames sync.Map // h3.Cell (an index cell) -> its region's name
+
+// regionName is RegionOf without an allocation per call.
+func regionName(c h3.Cell) string {
+	if r, ok := regionNames.Load(c); ok {
+		return r.(string)
+	}
+	r := RegionOf(c)
+	regionNames.Store(c, r)
+	return r
+}
+
+// plainJSON: a string encoding/json writes as it is, between quotes.
+func plainJSON(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			return false
+		}
+	}
+	return true
+}
+
+// appendViewHead appends the point's dispatch.DriverView as JSON, all but the state and the
+// closing brace (the update script adds them).
+func appendViewHead(b []byte, w *Written) []byte {
+	b = append(b, `{"id":`...)
+	if plainJSON(w.DriverID) {
+		b = append(append(append(b, '"'), w.DriverID...), '"')
+	} else {
+		id, _ := json.Marshal(w.DriverID)
+		b = append(b, id...)
+	}
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{{`,"lat":`, w.Point.Lat}, {`,"lng":`, w.Point.Lng}, {`,"heading":`, w.Point.Heading}} {
+		b = append(b, f.name...)
+		if a := math.Abs(f.v); a != 0 && (a < 1e-6 || a >= 1e21) {
+			j, _ := json.Marshal(f.v)
+			b = append(b, j...)
+		} else {
+			b = strconv.AppendFloat(b, f.v, 'f', -1, 64)
+		}
+	}
+	b = append(b, `,"updated_at":"`...)
+	b = time.UnixMilli(w.Point.TS).UTC().AppendFormat(b, time.RFC3339Nano)
+	return append(b, '"')
 }
 
 // Sweep marks offline every available driver whose latest point is older than offlineAfter,

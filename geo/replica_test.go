@@ -32,7 +32,7 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 
 // The replica loads what is there, then follows the feeds: points, state changes, sweeps.
 func TestReplicaFollowsFeed(t *testing.T) {
-	x, rdb, _ := newIndex(t)
+	x, rdb, prefix := newIndex(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	now := time.Now()
@@ -54,7 +54,9 @@ func TestReplicaFollowsFeed(t *testing.T) {
 		t.Fatalf("after the load: got %v, want [before]", got)
 	}
 
-	w := geo.NewWriter(x, geo.WriterOptions{Interval: time.Millisecond, OnWritten: publishWritten(rdb, x)}, testLog(t))
+	// The gateways' writer: its index publishes what it writes on the region feeds.
+	fx := geo.NewIndex(rdb, geo.Options{Prefix: prefix, Feed: true})
+	w := geo.NewWriter(fx, geo.WriterOptions{Interval: time.Millisecond}, testLog(t))
 	wctx, stopWriter := context.WithCancel(ctx)
 	wdone := make(chan struct{})
 	go func() { _ = w.Run(wctx); close(wdone) }()

@@ -1,9 +1,17 @@
 // Package loadtest simulates the people around the engine: drivers moving through a real Indian
-// city on their own sockets, customers booking to a demand profile, dispatchers watching areas.
-// It speaks only the public wire contract (API.md) and only ever to loopback addresses.
+// city on their own sockets, customers booking to a demand profile, dispatchers watching areas;
+// Peak runs the peak-hour scenario and Result is its report (JSON, Markdown, PNG charts).
+//
+// It speaks only the public wire contract (API.md), only ever to loopback addresses
+// (CheckLoopback), and every run is bounded in sockets, rate and time and stops by itself. What
+// the peak scenario knows of the server comes from the wire, /metrics and, for the invariant,
+// the caller's MySQL check; it never drives the engine through its Go packages.
+//
+// Lock order in a simulated driver: socket.wmu, then socket.pmu, then driverSim.mu.
 package loadtest
 
 import (
+	"fmt"
 	"math"
 	"math/rand"
 )
@@ -70,4 +78,45 @@ func bearing(lat1, lng1, lat2, lng2 float64) float64 {
 	x := math.Cos(lat1*math.Pi/180)*math.Sin(lat2*math.Pi/180) -
 		math.Sin(lat1*math.Pi/180)*math.Cos(lat2*math.Pi/180)*math.Cos((lng2-lng1)*math.Pi/180)
 	return math.Mod(math.Atan2(y, x)*180/math.Pi+360, 360)
+}
+
+// nearestHotspot is the hotspot closest to a point (the point itself when there is none).
+func (c City) nearestHotspot(lat, lng float64) (float64, float64) {
+	best, bl, bg := math.Inf(1), lat, lng
+	for _, h := range c.Hotspots {
+		if d := math.Hypot(h[0]-lat, (h[1]-lng)*math.Cos(lat*math.Pi/180)); d < best {
+			best, bl, bg = d, h[0], h[1]
+		}
+	}
+	return bl, bg
+}
+
+// Area is a box a dispatcher watches.
+type Area struct {
+	Name                           string
+	MinLat, MinLng, MaxLat, MaxLng float64
+}
+
+// Districts are the areas n dispatchers watch: first a box of about 6 x 6 km around each
+// hotspot (where the action is), then the cells of a grid over the whole city, then again.
+func (c City) Districts(n int) []Area {
+	var all []Area
+	const half = 0.027 // about 3 km of latitude
+	for i, h := range c.Hotspots {
+		dl := half / math.Cos(h[0]*math.Pi/180)
+		all = append(all, Area{Name: fmt.Sprintf("hotspot-%d", i), MinLat: h[0] - half, MinLng: h[1] - dl, MaxLat: h[0] + half, MaxLng: h[1] + dl})
+	}
+	const grid = 3
+	dLat, dLng := (c.MaxLat-c.MinLat)/grid, (c.MaxLng-c.MinLng)/grid
+	for i := 0; i < grid; i++ {
+		for j := 0; j < grid; j++ {
+			all = append(all, Area{Name: fmt.Sprintf("grid-%d-%d", i, j), MinLat: c.MinLat + float64(i)*dLat, MinLng: c.MinLng + float64(j)*dLng,
+				MaxLat: c.MinLat + float64(i+1)*dLat, MaxLng: c.MinLng + float64(j+1)*dLng})
+		}
+	}
+	out := make([]Area, n)
+	for i := range out {
+		out[i] = all[i%len(all)]
+	}
+	return out
 }

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/drivers4me/dispatch/dispatch"
 	"github.com/gorilla/websocket"
 )
 
@@ -22,6 +23,10 @@ type Envelope struct {
 	Type string          `json:"type"`
 	Seq  *int64          `json:"seq,omitempty"`
 	Data json.RawMessage `json:"data,omitempty"`
+	// point is the data of a `location` frame read by fastLocation (parsed is then true and
+	// Data empty).
+	point  dispatch.Point
+	parsed bool
 }
 
 type outFrame struct {
@@ -42,6 +47,10 @@ type conn struct {
 	kick    chan struct{}
 	done    chan struct{} // closed when the writer has finished
 	closing chan struct{} // closed to ask the writer to stop
+	// readerGone is closed when the read loop has ended (readerDone): after its close frame the
+	// writer waits for it, so that the peer's frames still arriving are read, not reset away.
+	readerGone chan struct{}
+	readOnce   sync.Once
 
 	mu        sync.Mutex
 	latest    map[string][]byte
@@ -57,7 +66,7 @@ type conn struct {
 
 func newConn(ws *websocket.Conn, flush, gap time.Duration, onDrop func(string)) *conn {
 	return &conn{ws: ws, state: make(chan []byte, stateQueue), flush: flush, gap: gap, kick: make(chan struct{}, 1),
-		done: make(chan struct{}), closing: make(chan struct{}), latest: map[string][]byte{},
+		done: make(chan struct{}), closing: make(chan struct{}), readerGone: make(chan struct{}), latest: map[string][]byte{},
 		sentAt: map[string]time.Time{}, onDrop: onDrop}
 }
 
@@ -208,8 +217,22 @@ func (c *conn) writeLoop() {
 			c.mu.Lock()
 			code, msg := c.closeCode, c.closeMsg
 			c.mu.Unlock()
-			_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, msg), time.Now().Add(closeTimeout))
+			if c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, msg), time.Now().Add(closeTimeout)) == nil {
+				// Closing the TCP connection at once would reset it if the peer's frames are still
+				// arriving unread, and the reset destroys the close frame on its way (a flooding
+				// slow reader saw 1006, not 1013: TestFaultSlowReader in cmd/dispatchd). The read
+				// loop goes on reading until the peer answers the close, or closeTimeout.
+				t := time.NewTimer(closeTimeout)
+				select {
+				case <-c.readerGone:
+				case <-t.C:
+				}
+				t.Stop()
+			}
 			return
 		}
 	}
 }
+
+// readerDone tells the writer that the read loop has ended; the read loop calls it as it ends.
+func (c *conn) readerDone() { c.readOnce.Do(func() { close(c.readerGone) }) }

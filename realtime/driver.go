@@ -9,7 +9,6 @@ import (
 
 	"github.com/drivers4me/dispatch/dispatch"
 	"github.com/drivers4me/dispatch/geo"
-	"golang.org/x/time/rate"
 )
 
 // driverSession is one driver's socket.
@@ -17,16 +16,27 @@ type driverSession struct {
 	h     *Hub
 	actor dispatch.Actor
 	c     *conn
-	limit *rate.Limiter
+	// frames is the socket's budget of location frames by the server's clock, with a burst of
+	// five seconds' worth (a flood guard); points is the same rate by the points' own ts, with a
+	// burst of two seconds' worth. A phone sending at its pace is never refused because the
+	// gateway read its frames late, after a pause, yet a socket cannot send faster for long.
+	// Both are used by the socket's reader goroutine only.
+	frames, points bucket
 
 	mu      sync.Mutex // guards the fields below
 	last    *dispatch.Point
 	state   dispatch.DriverState
 	booking string // the active booking whose positions its customer watches
+	// bookingStatus is booking's status; while in_progress, sampled points join its trail (trail.go).
+	bookingStatus dispatch.Status
+	trail         *dispatch.Point // the last point kept in the trail of trailOf
+	trailOf       string
+	trailPause    time.Time // no trail until then: Redis failed
 }
 
 func newDriverSession(h *Hub, a dispatch.Actor, c *conn) *driverSession {
-	return &driverSession{h: h, actor: a, c: c, limit: rate.NewLimiter(rate.Limit(h.opts.Rate), int(h.opts.Rate)*2)}
+	return &driverSession{h: h, actor: a, c: c, frames: newBucket(h.opts.Rate, h.opts.Rate*5),
+		points: newBucket(h.opts.Rate, float64(int(h.opts.Rate)*2))}
 }
 
 func (d *driverSession) start(ctx context.Context) {
@@ -51,7 +61,7 @@ func (d *driverSession) start(ctx context.Context) {
 	hello := map[string]any{"driver_id": d.actor.ID, "state": state, "server_time": h.opts.Now().UTC()}
 	if b, err := h.store.ActiveBookingOf(ctx, d.actor.ID); err == nil {
 		hello["booking"] = b.Public()
-		d.booking = b.ID
+		d.booking, d.bookingStatus = b.ID, b.Status
 	}
 	d.state = state
 	d.c.send("hello", hello)
@@ -89,9 +99,9 @@ func (d *driverSession) trackedBooking() string {
 func (d *driverSession) onBooking(b dispatch.Booking) {
 	d.mu.Lock()
 	if b.Status.Active() {
-		d.booking = b.ID
+		d.booking, d.bookingStatus = b.ID, b.Status
 	} else if d.booking == b.ID {
-		d.booking = ""
+		d.booking, d.bookingStatus = "", b.Status
 	}
 	d.mu.Unlock()
 	d.c.send("booking", b.Public())
@@ -101,12 +111,18 @@ func (d *driverSession) handle(ctx context.Context, env Envelope) error {
 	svc := d.h.svc
 	switch env.Type {
 	case "location":
-		var p dispatch.Point
-		if err := decode(env, &p); err != nil {
-			d.h.m.rejected.WithLabelValues("malformed").Inc()
-			return err
+		p, ok := env.point, env.parsed
+		if !ok {
+			p, ok = parsePoint(env.Data)
 		}
-		if !d.limit.Allow() {
+		if !ok {
+			p = dispatch.Point{}
+			if err := decode(env, &p); err != nil {
+				d.h.m.rejected.WithLabelValues("malformed").Inc()
+				return err
+			}
+		}
+		if !d.allowPoint(p) {
 			d.h.m.rejected.WithLabelValues("rate_limited").Inc()
 			return nil
 		}
@@ -119,7 +135,7 @@ func (d *driverSession) handle(ctx context.Context, env Envelope) error {
 			d.h.m.rejected.WithLabelValues("malformed").Inc()
 			return err
 		}
-		if !d.limit.Allow() {
+		if !d.frames.allow(d.h.opts.Now()) {
 			d.h.m.rejected.WithLabelValues("rate_limited").Add(float64(len(batch.Points)))
 			return nil
 		}
@@ -148,7 +164,7 @@ func (d *driverSession) handle(ctx context.Context, env Envelope) error {
 		b, err := svc.Accept(ctx, d.actor, m.OfferID)
 		if err == nil {
 			d.mu.Lock()
-			d.booking, d.state = b.ID, dispatch.DriverAssigned
+			d.booking, d.bookingStatus, d.state = b.ID, b.Status, dispatch.DriverAssigned
 			d.mu.Unlock()
 		}
 		return err
@@ -214,6 +230,16 @@ func (d *driverSession) setStatus(ctx context.Context, s string) error {
 	return nil
 }
 
+// allowPoint takes a location frame from the socket's budget (see driverSession.frames).
+func (d *driverSession) allowPoint(p dispatch.Point) bool {
+	now := d.h.opts.Now()
+	at := time.UnixMilli(p.TS)
+	if p.TS == 0 || at.Sub(now) > d.h.opts.MaxSkew || now.Sub(at) > d.h.opts.MaxSkew {
+		at = now // refused by accept anyway; it must not move the point clock
+	}
+	return d.points.allow(at) && d.frames.allow(now)
+}
+
 // accept validates one point against the last accepted one and queues it for the index.
 // A refused point is counted by reason and answered with an error frame; the socket stays open.
 func (d *driverSession) accept(p dispatch.Point) error {
@@ -224,6 +250,7 @@ func (d *driverSession) accept(p dispatch.Point) error {
 		h.m.rejected.WithLabelValues(reason).Inc()
 		return errInvalid(msg)
 	}
+	p = normalizePoint(p)
 	switch {
 	case math.IsNaN(p.Lat) || math.IsNaN(p.Lng) || p.Lat < -90 || p.Lat > 90 || p.Lng < -180 || p.Lng > 180:
 		return reject("out_of_range", "lat must be within [-90, 90] and lng within [-180, 180]")
@@ -253,12 +280,16 @@ func (d *driverSession) accept(p dispatch.Point) error {
 	}
 	pp := p
 	d.last = &pp
+	trailOf := d.trailPoint(p)
 	d.mu.Unlock()
 	newState := state
 	if newState == "" || newState == dispatch.DriverOffline {
 		newState = dispatch.DriverOffline
 	}
 	h.writer.Submit(geo.Update{DriverID: d.actor.ID, Point: p, NewState: newState, Received: now})
+	if trailOf != "" {
+		d.appendTrail(trailOf, p)
+	}
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"time"
 
@@ -39,8 +40,14 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeHTTPError(w, http.StatusServiceUnavailable, "unavailable", "server is shutting down")
 		return
 	}
+	slot, err := h.guards.admit(actor)
+	if err != nil {
+		writeHTTPError(w, http.StatusTooManyRequests, "rate_limited", err.Error())
+		return
+	}
 	ws, err := h.up.Upgrade(w, r, nil)
 	if err != nil {
+		slot.release()
 		return // the upgrader has answered
 	}
 	var tick, gap time.Duration
@@ -58,6 +65,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.mu.Lock()
 	if h.draining {
 		h.mu.Unlock()
+		slot.release()
 		c.close(websocket.CloseGoingAway, "server shutting down")
 		go c.writeLoop()
 		return
@@ -72,15 +80,17 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 	go func() {
 		defer h.wg.Done()
-		h.readLoop(actor, exp, c, s)
+		defer slot.release()
+		h.readLoop(actor, exp, c, s, slot)
 	}()
 }
 
-func (h *Hub) readLoop(actor dispatch.Actor, exp time.Time, c *conn, s session) {
+func (h *Hub) readLoop(actor dispatch.Actor, exp time.Time, c *conn, s session, slot *slot) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	expiry := time.AfterFunc(time.Until(exp), func() { c.close(websocket.ClosePolicyViolation, "token expired") })
 	defer func() {
+		c.readerDone()
 		expiry.Stop()
 		s.stop(context.Background())
 		c.close(websocket.CloseNormalClosure, "")
@@ -94,22 +104,35 @@ func (h *Hub) readLoop(actor dispatch.Actor, exp time.Time, c *conn, s session) 
 	_ = c.ws.SetReadDeadline(time.Now().Add(peerSilence))
 	c.ws.SetPongHandler(func(string) error { return c.ws.SetReadDeadline(time.Now().Add(peerSilence)) })
 	s.start(ctx)
+	extended := time.Now()
+	var buf []byte // reused frame to frame: nothing read from a frame keeps pointing into it
 	for {
-		typ, data, err := c.ws.ReadMessage()
+		typ, data, err := readFrame(c.ws, buf)
+		buf = data
 		if err != nil {
 			if errors.Is(err, websocket.ErrReadLimit) {
 				c.close(websocket.CloseMessageTooBig, "message too big")
 			}
 			return
 		}
-		_ = c.ws.SetReadDeadline(time.Now().Add(peerSilence))
+		// Moving the deadline costs a timer update: a driver sends several frames a second,
+		// and a second's slack on a 60 s bound is nothing.
+		if now := time.Now(); now.Sub(extended) >= time.Second {
+			_ = c.ws.SetReadDeadline(now.Add(peerSilence))
+			extended = now
+		}
 		if typ != websocket.TextMessage {
 			c.send("error", errFrame{Code: "invalid_argument", Message: "frames are JSON text"})
 			continue
 		}
-		var env Envelope
-		if err := json.Unmarshal(data, &env); err != nil || env.Type == "" {
-			c.send("error", errFrame{Code: "invalid_argument", Message: "frame is not a JSON envelope {type, seq?, data}"})
+		env, fast := fastLocation(data)
+		if !fast {
+			if env, err = decodeEnvelope(data); err != nil {
+				c.send("error", errFrame{Code: "invalid_argument", Message: err.Error()})
+				continue
+			}
+		}
+		if slot.refuse(c, env) {
 			continue
 		}
 		err = s.handle(ctx, env)
@@ -124,6 +147,32 @@ func (h *Hub) readLoop(actor dispatch.Actor, exp time.Time, c *conn, s session) 
 			c.send("error", errFrame{Ref: env.Seq, Code: dispatch.ErrorCode(err), Message: dispatch.ErrorMessage(err)})
 		case env.Seq != nil:
 			c.send("ack", ackFrame{Ref: *env.Seq})
+		}
+	}
+}
+
+// readFrame reads the next message into buf's storage (growing it as needed, up to the
+// read limit) rather than a new slice per message as websocket.Conn.ReadMessage does.
+func readFrame(ws *websocket.Conn, buf []byte) (int, []byte, error) {
+	typ, r, err := ws.NextReader()
+	if err != nil {
+		return typ, buf, err
+	}
+	if cap(buf) == 0 {
+		buf = make([]byte, 0, 512)
+	}
+	buf = buf[:0]
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return typ, buf, nil
+		}
+		if err != nil {
+			return typ, buf, err
 		}
 	}
 }

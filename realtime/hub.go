@@ -50,6 +50,11 @@ type Options struct {
 	// leaves within a tick unless its driver was sent less than ViewFlush ago.
 	ViewTick time.Duration
 	Now      func() time.Time
+	// UserRate is the messages a second one user may send across all its sockets (default 20,
+	// bursts twice that); MaxSocketsPerUser caps a customer's or dispatcher's open sockets
+	// (default 5; a driver's new socket replaces its old one instead). See guard.go.
+	UserRate          float64
+	MaxSocketsPerUser int
 }
 
 // Hub serves /v1/ws. Run owns the pub/sub goroutine; Shutdown closes every socket with 1001
@@ -79,6 +84,8 @@ type Hub struct {
 	draining   bool
 	wg         sync.WaitGroup
 	seenEvents *dedupe
+	versions   *lastVersions // per audience and booking, the last version routed
+	guards     *guards       // per-user socket cap and message budget
 }
 
 // NewHub returns a hub. writer must be the geo.Writer whose OnWritten calls Hub.OnWritten.
@@ -98,6 +105,12 @@ func NewHub(rdb redis.UniversalClient, bus *Bus, svc *dispatch.Service, store di
 	if opts.ViewFlush <= 0 {
 		opts.ViewFlush = time.Second
 	}
+	if opts.UserRate <= 0 {
+		opts.UserRate = 20
+	}
+	if opts.MaxSocketsPerUser <= 0 {
+		opts.MaxSocketsPerUser = 5
+	}
 	if opts.ViewTick <= 0 {
 		opts.ViewTick = 50 * time.Millisecond
 	}
@@ -106,7 +119,7 @@ func NewHub(rdb redis.UniversalClient, bus *Bus, svc *dispatch.Service, store di
 	}
 	h := &Hub{Bus: bus, rdb: rdb, svc: svc, store: store, loc: loc, opts: opts, log: log, m: newMetrics(reg),
 		subs: map[string]int{}, drivers: map[string]*driverSession{}, watchers: map[string]map[*viewer]bool{},
-		dispatch: map[*viewer]bool{}, all: map[*conn]bool{}, seenEvents: newDedupe(4096)}
+		dispatch: map[*viewer]bool{}, all: map[*conn]bool{}, seenEvents: newDedupe(4096), versions: newLastVersions(65536), guards: newGuards(opts, reg)}
 	h.up = websocket.Upgrader{
 		ReadBufferSize:  1024,
 		WriteBufferSize: 1024,
@@ -218,6 +231,12 @@ func (h *Hub) route(ctx context.Context, channel string, payload []byte) {
 			h.m.dupEvents.Inc()
 			return
 		}
+		// Older than what this audience already has (relays interleaving): superseded.
+		if !h.versions.newer(kind+":"+e.BookingID, e.Version) {
+			h.m.dupEvents.Inc()
+			return
+		}
+		e.Booking.Version = e.Version // the booking's JSON leaves its version out
 		h.onBooking(kind, key, e.Booking)
 	case strings.HasPrefix(channel, "to:drv:"):
 		h.mu.Lock()
@@ -292,33 +311,56 @@ func (h *Hub) onBooking(kind, key string, b dispatch.Booking) {
 // OnWritten publishes indexed positions: per region for dispatchers' maps, and per booking for
 // the customers of drivers on a booking. It is the geo.Writer's callback.
 func (h *Hub) OnWritten(ctx context.Context, ws []geo.Written) {
-	byRegion := map[string][]dispatch.DriverView{}
-	pipe := h.rdb.Pipeline()
+	var byRegion map[string][]dispatch.DriverView
+	if !h.loc.Feeds() { // else the index published them as it wrote them
+		byRegion = map[string][]dispatch.DriverView{}
+	}
+	var pipe redis.Pipeliner
 	n := 0
-	for _, w := range ws {
+	now := time.Now()
+	// One look at the sessions for the whole batch: h.mu is wanted by every socket's start and stop.
+	sessions := make([]*driverSession, len(ws))
+	h.mu.Lock()
+	for i := range ws {
+		if ws[i].Applied {
+			sessions[i] = h.drivers[ws[i].DriverID]
+		}
+	}
+	h.mu.Unlock()
+	outOfOrder, indexed := 0, 0
+	for i, w := range ws {
 		if !w.Applied {
-			h.m.rejected.WithLabelValues("out_of_order").Inc()
+			outOfOrder++
 			continue
 		}
-		h.m.indexed.Inc()
-		at := time.UnixMilli(w.Point.TS).UTC()
-		h.m.indexLag.Observe(time.Since(w.Received).Seconds())
-		byRegion[w.Region] = append(byRegion[w.Region], dispatch.DriverView{ID: w.DriverID, Lat: w.Point.Lat,
-			Lng: w.Point.Lng, Heading: w.Point.Heading, State: w.State, UpdatedAt: at})
-		h.mu.Lock()
-		d := h.drivers[w.DriverID]
-		h.mu.Unlock()
+		indexed++
+		h.m.indexLag.Observe(now.Sub(w.Received).Seconds())
+		if byRegion != nil {
+			byRegion[w.Region] = append(byRegion[w.Region], dispatch.DriverView{ID: w.DriverID, Lat: w.Point.Lat,
+				Lng: w.Point.Lng, Heading: w.Point.Heading, State: w.State, UpdatedAt: time.UnixMilli(w.Point.TS).UTC()})
+		}
+		d := sessions[i]
 		if d == nil {
 			continue
 		}
 		if bid := d.trackedBooking(); bid != "" {
 			b, _ := json.Marshal(driverLocation{BookingID: bid, Lat: w.Point.Lat, Lng: w.Point.Lng, Heading: w.Point.Heading, TS: w.Point.TS})
+			if pipe == nil {
+				pipe = h.rdb.Pipeline()
+			}
 			pipe.Publish(ctx, h.ch("trk:"+bid), b)
 			n++
 		}
 	}
+	h.m.indexed.Add(float64(indexed))
+	if outOfOrder > 0 {
+		h.m.rejected.WithLabelValues("out_of_order").Add(float64(outOfOrder))
+	}
 	for region, views := range byRegion {
-		b, _ := json.Marshal(views)
+		b := appendViews(make([]byte, 0, 128*len(views)), views)
+		if pipe == nil {
+			pipe = h.rdb.Pipeline()
+		}
 		pipe.Publish(ctx, h.ch("loc:"+region), b)
 		n++
 	}

@@ -352,17 +352,42 @@ func TestLocationRateLimit(t *testing.T) {
 	c := g.dial(t, "r1")
 	ms := time.Now().UnixMilli()
 	before := g.rejected("rate_limited")
+	// 40 frames 10 ms apart by their own clock, sent at once: a burst of 10 passes, plus one
+	// for each 200 ms of their clock (about 2).
 	const n = 40
 	for i := 1; i <= n; i++ {
-		c.send("location", loc(12.9716+float64(i)*0.00001, 77.5946, 5, ms-60_000+int64(i)*100))
+		c.send("location", loc(12.9716+float64(i)*0.00001, 77.5946, 5, ms-60_000+int64(i)*10))
 	}
 	if frames := c.sync(); len(frames) != 0 {
 		t.Fatalf("got %+v, want no answer to dropped frames", frames)
 	}
-	dropped := g.rejected("rate_limited") - before
-	// A burst of 10 passes, plus what the rate refills while the frames are read.
-	if dropped < n-15 || dropped > n-10 {
-		t.Fatalf("rate_limited went up by %v, want between %d and %d", dropped, n-15, n-10)
+	if dropped := g.rejected("rate_limited") - before; dropped < n-14 || dropped > n-10 {
+		t.Fatalf("10 ms apart: rate_limited went up by %v, want between %d and %d", dropped, n-14, n-10)
+	}
+	// Frames 200 ms apart by their clock (5 a second), read all at once as after a pause of
+	// the gateway: all pass, up to the flood guard of five seconds' worth by the server's clock.
+	c2 := g.dial(t, "r2")
+	before = g.rejected("rate_limited")
+	for i := 1; i <= 30; i++ {
+		c2.send("location", loc(12.9716+float64(i)*0.0001, 77.5946, 5, ms-60_000+int64(i)*200))
+	}
+	if frames := c2.sync(); len(frames) != 0 {
+		t.Fatalf("got %+v, want no answer to dropped frames", frames)
+	}
+	if dropped := g.rejected("rate_limited") - before; dropped < 4 || dropped > 5 {
+		t.Fatalf("200 ms apart, read late: rate_limited went up by %v, want 4 or 5 (past the flood guard of 25)", dropped)
+	}
+	// The last point that passed is indexed: the 25th, or the 26th if a token came back meanwhile.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		p, err := g.x.Position(context.Background(), "r2")
+		if err == nil && p.At.UnixMilli() >= ms-60_000+25*200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("r2: indexed %+v (%v), want the 25th point or later", p, err)
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
 	// Still open, and what passed is indexed.
 	c.send("location", loc(12.9716, 77.5947, 5, ms))

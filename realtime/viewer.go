@@ -135,6 +135,10 @@ func (v *viewer) watch(ctx context.Context, id string) error {
 	}
 	v.mu.Lock()
 	_, already := v.watching[id]
+	if !already && len(v.watching) >= maxWatched {
+		v.mu.Unlock()
+		return errInvalid("a socket watches at most 100 bookings")
+	}
 	v.watching[id] = b
 	v.mu.Unlock()
 	if !already {
@@ -151,15 +155,28 @@ func (v *viewer) watch(ctx context.Context, id string) error {
 		v.mu.Lock()
 		v.watching[id] = b
 		v.mu.Unlock()
+		// SUBSCRIBE takes effect a moment after it is sent: a change published in between would
+		// be missed, so read once more after that moment (sent only if newer).
+		for _, after := range []time.Duration{300 * time.Millisecond, 1500 * time.Millisecond} {
+			time.AfterFunc(after, func() {
+				cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				defer cancel()
+				if nb, err := v.h.svc.Booking(cctx, v.actor, id); err == nil {
+					v.booking(nb)
+				}
+			})
+		}
 	}
 	v.c.send("booking", b)
 	return nil
 }
 
 // booking is a change of a watched booking.
+// It is sent only if newer than what the socket has (events and catch-up reads may overlap).
 func (v *viewer) booking(b dispatch.Booking) {
 	v.mu.Lock()
-	_, ok := v.watching[b.ID]
+	had, ok := v.watching[b.ID]
+	ok = ok && b.Version > had.Version
 	if ok {
 		v.watching[b.ID] = b
 	}

@@ -35,7 +35,7 @@ const activeStatuses = "'assigned', 'arrived', 'in_progress'"
 
 const bookingCols = `id, status, customer_id, pickup_lat, pickup_lng, pickup_address, hours, start_at,
 	created_at, transmission, driver_id, driver_name, driver_rating, otp, fare, arrived_at, started_at,
-	ended_at, cancel_reason, version`
+	ended_at, cancel_reason, version, distance_m, route_points`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -47,10 +47,11 @@ func scanBooking(s scanner, extra ...any) (dispatch.Booking, error) {
 		driverRating                  sql.NullFloat64
 		fare                          []byte
 		arrivedAt, startedAt, endedAt sql.NullTime
+		distance, points              sql.NullInt64
 	)
 	dest := append(extra, &b.ID, &status, &b.CustomerID, &b.Pickup.Lat, &b.Pickup.Lng, &b.Pickup.Address,
 		&b.Hours, &b.StartAt, &b.CreatedAt, &transmission, &driverID, &driverName, &driverRating, &b.OTP,
-		&fare, &arrivedAt, &startedAt, &endedAt, &b.CancelReason, &b.Version)
+		&fare, &arrivedAt, &startedAt, &endedAt, &b.CancelReason, &b.Version, &distance, &points)
 	if err := s.Scan(dest...); err != nil {
 		return dispatch.Booking{}, err
 	}
@@ -64,7 +65,16 @@ func scanBooking(s scanner, extra ...any) (dispatch.Booking, error) {
 	}
 	b.StartAt, b.CreatedAt = b.StartAt.UTC(), b.CreatedAt.UTC()
 	b.ArrivedAt, b.StartedAt, b.EndedAt = timePtr(arrivedAt), timePtr(startedAt), timePtr(endedAt)
+	b.DistanceM, b.RoutePoints = intPtr(distance), intPtr(points)
 	return b, nil
+}
+
+func intPtr(n sql.NullInt64) *int {
+	if !n.Valid {
+		return nil
+	}
+	v := int(n.Int64)
+	return &v
 }
 
 func timePtr(t sql.NullTime) *time.Time {
@@ -295,10 +305,26 @@ func limit(n, def, most int) int {
 // to assigned needs c.Driver and answers ErrConflict when that driver already holds an active
 // booking. Moving to searching always clears the driver. The change stamps arrived_at, started_at
 // or ended_at (completed, or cancelled once started) with c.At (now when zero), keeps c.Reason as
-// the cancel reason when cancelling, and replaces the fare when c.Fare is set. ErrNotFound for an
+// the cancel reason when cancelling, and replaces the fare when c.Fare is set. Completing records
+// the trip in the same transaction (see Trip): c.Route, the times and the final fare; the booking
+// keeps the route's distance and point count. ErrNotFound for an
 // unknown booking, ErrInvalid for a Change that makes no sense (unknown states, an active state
 // without a driver).
+//
+// Completions (c.To == StatusCompleted) are committed in groups: those asked for while others
+// are being committed go together in the next transaction of CompleteTrips (up to
+// Options.CompletionBatch), each still its own conditional UPDATE with its own audit row, event
+// and trip, and refused alone. Under load this shares one commit, one log flush, among many
+// trips; alone, a completion waits for nothing. A caller whose ctx ends while its completion is
+// queued or being committed gets ctx's error, and the completion may still have been committed.
 func (d *DB) Transition(ctx context.Context, c dispatch.Change) (dispatch.Booking, error) {
+	if c.To == dispatch.StatusCompleted && d.opts.CompletionBatch > 1 {
+		b, err := d.completeGrouped(ctx, c)
+		if err != nil {
+			return dispatch.Booking{}, fmt.Errorf("booking %s to %s: %w", c.BookingID, c.To, err)
+		}
+		return b, nil
+	}
 	var b dispatch.Booking
 	err := d.inTx(ctx, func(tx *sql.Tx) error {
 		var err error
@@ -313,71 +339,10 @@ func (d *DB) Transition(ctx context.Context, c dispatch.Change) (dispatch.Bookin
 
 // transition is Transition inside the caller's transaction.
 func transition(ctx context.Context, tx *sql.Tx, c dispatch.Change) (dispatch.Booking, error) {
-	if err := validChange(c); err != nil {
+	if err := apply(ctx, tx, c); err != nil {
 		return dispatch.Booking{}, err
 	}
-	from := c.From
-	if len(from) == 0 {
-		from = []dispatch.Status{dispatch.StatusScheduled, dispatch.StatusSearching, dispatch.StatusAssigned,
-			dispatch.StatusArrived, dispatch.StatusInProgress}
-	}
-	var allowed []any
-	for _, s := range from {
-		if canMove(s, c.To) && !slices.Contains(allowed, any(s)) {
-			allowed = append(allowed, s)
-		}
-	}
-	if len(allowed) == 0 {
-		return dispatch.Booking{}, refused(ctx, tx, c)
-	}
 	at := dbTime(c.At)
-
-	set := []string{"prev_status = status", "status = ?", "version = version + 1", "updated_at = ?"}
-	args := []any{c.To, at}
-	switch c.To {
-	case dispatch.StatusAssigned:
-		set = append(set, "driver_id = ?", "driver_name = ?", "driver_rating = ?")
-		args = append(args, c.Driver.ID, c.Driver.Name, c.Driver.Rating)
-	case dispatch.StatusArrived:
-		set, args = append(set, "arrived_at = ?"), append(args, at)
-	case dispatch.StatusInProgress:
-		set, args = append(set, "started_at = ?"), append(args, at)
-	case dispatch.StatusCompleted:
-		set, args = append(set, "ended_at = ?"), append(args, at)
-	case dispatch.StatusCancelled:
-		// A trip cancelled under way has ended; one that never started has no end.
-		set = append(set, "cancel_reason = ?", "ended_at = CASE WHEN started_at IS NULL THEN NULL ELSE ? END")
-		args = append(args, c.Reason, at)
-	}
-	if c.ClearDriver || c.To == dispatch.StatusSearching {
-		set = append(set, "driver_id = NULL", "driver_name = NULL", "driver_rating = NULL")
-	}
-	if c.Fare != nil {
-		fare, err := json.Marshal(c.Fare)
-		if err != nil {
-			return dispatch.Booking{}, fmt.Errorf("fare: %w", err)
-		}
-		set, args = append(set, "fare = ?"), append(args, string(fare))
-	}
-	q := "UPDATE bookings SET " + strings.Join(set, ", ") + " WHERE id = ? AND status IN (?" +
-		strings.Repeat(", ?", len(allowed)-1) + ")"
-	args = append(append(args, c.BookingID), allowed...)
-	if c.Version != 0 {
-		q, args = q+" AND version = ?", append(args, c.Version)
-	}
-	if c.Driver != nil && c.To != dispatch.StatusAssigned {
-		q, args = q+" AND driver_id = ?", append(args, c.Driver.ID)
-	}
-	res, err := tx.ExecContext(ctx, q, args...)
-	if err != nil {
-		return dispatch.Booking{}, translate(err)
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return dispatch.Booking{}, translate(err)
-	} else if n != 1 {
-		return dispatch.Booking{}, refused(ctx, tx, c)
-	}
-
 	if c.To == dispatch.StatusAssigned {
 		_, err := tx.ExecContext(ctx, "INSERT INTO driver_active (driver_id, booking_id, since) VALUES (?, ?, ?)",
 			c.Driver.ID, c.BookingID, at)
@@ -400,10 +365,95 @@ func transition(ctx context.Context, tx *sql.Tx, c dispatch.Change) (dispatch.Bo
 	if err != nil {
 		return dispatch.Booking{}, translate(err)
 	}
-	if err := record(ctx, tx, b, dispatch.Status(prev), c.Actor, c.Reason, at); err != nil {
+	w := newWrites()
+	if err := w.change(b, dispatch.Status(prev), c.Actor, c.Reason, at); err != nil {
+		return dispatch.Booking{}, err
+	}
+	if c.To == dispatch.StatusCompleted {
+		if err := w.trip(b, c.Route); err != nil {
+			return dispatch.Booking{}, err
+		}
+	}
+	if err := w.flush(ctx, tx); err != nil {
 		return dispatch.Booking{}, err
 	}
 	return b, nil
+}
+
+// apply runs the conditional UPDATE of c in tx. It answers nil when the booking changed, else
+// why not: a refusal (ErrInvalid for a Change that makes no sense, ErrNotFound, ErrConflict),
+// after which tx is still usable and nothing was changed, or the database's error.
+func apply(ctx context.Context, tx *sql.Tx, c dispatch.Change) error {
+	if err := validChange(c); err != nil {
+		return err
+	}
+	from := c.From
+	if len(from) == 0 {
+		from = []dispatch.Status{dispatch.StatusScheduled, dispatch.StatusSearching, dispatch.StatusAssigned,
+			dispatch.StatusArrived, dispatch.StatusInProgress}
+	}
+	var allowed []any
+	for _, s := range from {
+		if canMove(s, c.To) && !slices.Contains(allowed, any(s)) {
+			allowed = append(allowed, s)
+		}
+	}
+	if len(allowed) == 0 {
+		return refused(ctx, tx, c)
+	}
+	at := dbTime(c.At)
+
+	set := []string{"prev_status = status", "status = ?", "version = version + 1", "updated_at = ?"}
+	args := []any{c.To, at}
+	switch c.To {
+	case dispatch.StatusAssigned:
+		set = append(set, "driver_id = ?", "driver_name = ?", "driver_rating = ?")
+		args = append(args, c.Driver.ID, c.Driver.Name, c.Driver.Rating)
+	case dispatch.StatusArrived:
+		set, args = append(set, "arrived_at = ?"), append(args, at)
+	case dispatch.StatusInProgress:
+		set, args = append(set, "started_at = ?"), append(args, at)
+	case dispatch.StatusCompleted:
+		var r dispatch.Route
+		if c.Route != nil {
+			r = *c.Route
+		}
+		set = append(set, "ended_at = ?", "distance_m = ?", "route_points = ?")
+		args = append(args, at, r.DistanceM, r.Points)
+	case dispatch.StatusCancelled:
+		// A trip cancelled under way has ended; one that never started has no end.
+		set = append(set, "cancel_reason = ?", "ended_at = CASE WHEN started_at IS NULL THEN NULL ELSE ? END")
+		args = append(args, c.Reason, at)
+	}
+	if c.ClearDriver || c.To == dispatch.StatusSearching {
+		set = append(set, "driver_id = NULL", "driver_name = NULL", "driver_rating = NULL")
+	}
+	if c.Fare != nil {
+		fare, err := json.Marshal(c.Fare)
+		if err != nil {
+			return fmt.Errorf("fare: %w", err)
+		}
+		set, args = append(set, "fare = ?"), append(args, string(fare))
+	}
+	q := "UPDATE bookings SET " + strings.Join(set, ", ") + " WHERE id = ? AND status IN (?" +
+		strings.Repeat(", ?", len(allowed)-1) + ")"
+	args = append(append(args, c.BookingID), allowed...)
+	if c.Version != 0 {
+		q, args = q+" AND version = ?", append(args, c.Version)
+	}
+	if c.Driver != nil && c.To != dispatch.StatusAssigned {
+		q, args = q+" AND driver_id = ?", append(args, c.Driver.ID)
+	}
+	res, err := tx.ExecContext(ctx, q, args...)
+	if err != nil {
+		return translate(err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return translate(err)
+	} else if n != 1 {
+		return refused(ctx, tx, c)
+	}
+	return nil
 }
 
 func validChange(c dispatch.Change) error {
@@ -423,6 +473,16 @@ func validChange(c dispatch.Change) error {
 	}
 	if c.To.Active() && c.ClearDriver {
 		return fmt.Errorf("%s without a driver: %w", c.To, dispatch.ErrInvalid)
+	}
+	if c.Route != nil {
+		switch {
+		case c.To != dispatch.StatusCompleted:
+			return fmt.Errorf("a route only comes with completion, not %s: %w", c.To, dispatch.ErrInvalid)
+		case c.Route.DistanceM < 0 || c.Route.Points < 0:
+			return fmt.Errorf("route distance and points must not be negative: %w", dispatch.ErrInvalid)
+		case len(c.Route.Polyline) > maxRouteBytes:
+			return fmt.Errorf("route longer than %d bytes: %w", maxRouteBytes, dispatch.ErrInvalid)
+		}
 	}
 	if c.Driver != nil {
 		if err := checkLen("driver id", c.Driver.ID, 64, false); err != nil {
@@ -465,19 +525,9 @@ func refused(ctx context.Context, tx *sql.Tx, c dispatch.Change) error {
 
 // record writes the audit row and the outbox event of a booking's change, in tx.
 func record(ctx context.Context, tx *sql.Tx, b dispatch.Booking, from dispatch.Status, actor, reason string, at time.Time) error {
-	if _, err := tx.ExecContext(ctx, `INSERT INTO booking_events
-		(booking_id, at, actor, from_status, to_status, reason, version) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		b.ID, at, actor, from, b.Status, reason, b.Version); err != nil {
-		return translate(err)
+	w := newWrites()
+	if err := w.change(b, from, actor, reason, at); err != nil {
+		return err
 	}
-	e := dispatch.Event{ID: newID("ev"), Type: "booking", BookingID: b.ID, Booking: b, At: at}
-	payload, err := json.Marshal(e)
-	if err != nil {
-		return fmt.Errorf("event of booking %s: %w", b.ID, err)
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO outbox (event_id, booking_id, type, payload, created_at)
-		VALUES (?, ?, ?, ?, ?)`, e.ID, b.ID, e.Type, string(payload), at); err != nil {
-		return translate(err)
-	}
-	return nil
+	return w.flush(ctx, tx)
 }

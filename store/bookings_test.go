@@ -194,6 +194,7 @@ type snapshot struct {
 	b              dispatch.Booking
 	events, outbox int
 	active         int
+	trips          int
 }
 
 func (e env) snap(t *testing.T, id string) snapshot {
@@ -207,6 +208,7 @@ func (e env) snap(t *testing.T, id string) snapshot {
 		events: e.count(t, "SELECT COUNT(*) FROM booking_events WHERE booking_id = ?", id),
 		outbox: e.count(t, "SELECT COUNT(*) FROM outbox WHERE booking_id = ?", id),
 		active: e.count(t, "SELECT COUNT(*) FROM driver_active WHERE booking_id = ?", id),
+		trips:  e.count(t, "SELECT COUNT(*) FROM trips WHERE booking_id = ?", id),
 	}
 }
 
@@ -217,60 +219,77 @@ func TestTransitionMatrix(t *testing.T) {
 		ctx := context.Background()
 		at := t0.Add(time.Hour)
 		final := dispatch.Fare{Currency: "INR", TotalPaise: 123456, Lines: []dispatch.FareLine{{Code: "base", Label: "Base fare", AmountPaise: 123456}}}
+		// Each pair twice: naming the state it is in (From), and naming none (any the machine allows).
 		for _, from := range allStatuses {
 			for _, to := range allStatuses {
-				t.Run(fmt.Sprintf("%s_to_%s", from, to), func(t *testing.T) {
-					b := bookingIn(t, e, from)
-					before := e.snap(t, b.ID)
-					c := dispatch.Change{BookingID: b.ID, From: []dispatch.Status{from}, To: to,
-						Actor: "dispatcher:x", Reason: "matrix", At: at}
-					driver := dispatch.DriverRef{ID: id("dr"), Name: "Asha", Rating: 4.9}
-					switch to {
-					case dispatch.StatusAssigned:
-						c.Driver = &driver
-					case dispatch.StatusSearching:
-						c.ClearDriver = true
-					case dispatch.StatusCompleted:
-						c.Fare = &final
+				for _, anyFrom := range []bool{false, true} {
+					name := fmt.Sprintf("%s_to_%s", from, to)
+					if anyFrom {
+						name += "_from_any"
 					}
-					got, err := e.db.Transition(ctx, c)
-					after := e.snap(t, b.ID)
-					if !machine[[2]dispatch.Status{from, to}] {
-						if !errors.Is(err, dispatch.ErrConflict) {
-							t.Fatalf("refused move: got %v, want ErrConflict", err)
+					t.Run(name, func(t *testing.T) {
+						b := bookingIn(t, e, from)
+						before := e.snap(t, b.ID)
+						c := dispatch.Change{BookingID: b.ID, From: []dispatch.Status{from}, To: to,
+							Actor: "dispatcher:x", Reason: "matrix", At: at}
+						if anyFrom {
+							c.From = nil
 						}
-						if !reflect.DeepEqual(after, before) {
-							t.Errorf("refused move changed the booking:\ngot  %+v\nwant %+v", after, before)
+						driver := dispatch.DriverRef{ID: id("dr"), Name: "Asha", Rating: 4.9}
+						switch to {
+						case dispatch.StatusAssigned:
+							c.Driver = &driver
+						case dispatch.StatusSearching:
+							c.ClearDriver = true
+						case dispatch.StatusCompleted:
+							c.Fare = &final
 						}
-						return
-					}
-					if err != nil {
-						t.Fatalf("allowed move: got %v, want nil", err)
-					}
-					if !reflect.DeepEqual(after.b, got) {
-						t.Errorf("returned booking differs from the stored one:\ngot  %+v\nwant %+v", got, after.b)
-					}
-					if got.Status != to || got.Version != before.b.Version+1 {
-						t.Errorf("got status %s version %d, want %s version %d", got.Status, got.Version, to, before.b.Version+1)
-					}
-					if after.events != before.events+1 || after.outbox != before.outbox+1 {
-						t.Errorf("audit and outbox rows: got +%d and +%d, want +1 and +1",
-							after.events-before.events, after.outbox-before.outbox)
-					}
-					if n := e.count(t, `SELECT COUNT(*) FROM booking_events WHERE booking_id = ? AND from_status = ?
+						got, err := e.db.Transition(ctx, c)
+						after := e.snap(t, b.ID)
+						if !machine[[2]dispatch.Status{from, to}] {
+							if !errors.Is(err, dispatch.ErrConflict) {
+								t.Fatalf("refused move: got %v, want ErrConflict", err)
+							}
+							if !reflect.DeepEqual(after, before) {
+								t.Errorf("refused move changed the booking:\ngot  %+v\nwant %+v", after, before)
+							}
+							return
+						}
+						if err != nil {
+							t.Fatalf("allowed move: got %v, want nil", err)
+						}
+						if !reflect.DeepEqual(after.b, got) {
+							t.Errorf("returned booking differs from the stored one:\ngot  %+v\nwant %+v", got, after.b)
+						}
+						if got.Status != to || got.Version != before.b.Version+1 {
+							t.Errorf("got status %s version %d, want %s version %d", got.Status, got.Version, to, before.b.Version+1)
+						}
+						if after.events != before.events+1 || after.outbox != before.outbox+1 {
+							t.Errorf("audit and outbox rows: got +%d and +%d, want +1 and +1",
+								after.events-before.events, after.outbox-before.outbox)
+						}
+						if n := e.count(t, `SELECT COUNT(*) FROM booking_events WHERE booking_id = ? AND from_status = ?
 						AND to_status = ? AND actor = 'dispatcher:x' AND reason = 'matrix' AND version = ?`,
-						b.ID, from, to, got.Version); n != 1 {
-						t.Errorf("audit row %s -> %s: got %d, want 1", from, to, n)
-					}
-					wantActive := 0
-					if to.Active() {
-						wantActive = 1
-					}
-					if after.active != wantActive {
-						t.Errorf("driver_active rows: got %d, want %d", after.active, wantActive)
-					}
-					checkEffects(t, from, to, at, before.b, got, driver, final)
-				})
+							b.ID, from, to, got.Version); n != 1 {
+							t.Errorf("audit row %s -> %s: got %d, want 1", from, to, n)
+						}
+						wantActive := 0
+						if to.Active() {
+							wantActive = 1
+						}
+						if after.active != wantActive {
+							t.Errorf("driver_active rows: got %d, want %d", after.active, wantActive)
+						}
+						wantTrips := 0
+						if to == dispatch.StatusCompleted {
+							wantTrips = 1 // recorded with the completion, even without a route
+						}
+						if after.trips != wantTrips {
+							t.Errorf("trips rows: got %d, want %d", after.trips, wantTrips)
+						}
+						checkEffects(t, from, to, at, before.b, got, driver, final)
+					})
+				}
 			}
 		}
 	})
@@ -296,6 +315,9 @@ func checkEffects(t *testing.T, from, to dispatch.Status, at time.Time, before, 
 		eqTime("ended_at", got.EndedAt)
 		if !reflect.DeepEqual(got.Fare, final) {
 			t.Errorf("fare: got %+v, want the final %+v", got.Fare, final)
+		}
+		if got.DistanceM == nil || *got.DistanceM != 0 || got.RoutePoints == nil || *got.RoutePoints != 0 {
+			t.Errorf("distance_m and route_points of a completion without a route: got %v and %v, want 0 and 0", got.DistanceM, got.RoutePoints)
 		}
 	case dispatch.StatusCancelled:
 		if got.CancelReason != "matrix" {

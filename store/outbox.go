@@ -84,20 +84,26 @@ func (d *DB) relayOnce(ctx context.Context, pub dispatch.Publisher, claimer stri
 
 	var done []any
 	var pubErr error
-	for _, r := range batch {
-		var e dispatch.Event
-		if err := json.Unmarshal(r.payload, &e); err != nil {
-			// Written by this package, so never expected; skipping beats blocking every later event.
-			d.log.Error().Err(err).Int64("outbox_id", r.id).Msg("outbox row unreadable, skipped")
+	if bp, ok := pub.(batchPublisher); ok {
+		done, pubErr = d.publishBatch(ctx, bp, batch)
+	} else {
+		for _, r := range batch {
+			var e dispatch.Event
+			if err := json.Unmarshal(r.payload, &e); err != nil {
+				// Written by this package, so never expected; skipping beats blocking every later event.
+				d.log.Error().Err(err).Int64("outbox_id", r.id).Msg("outbox row unreadable, skipped")
+				done = append(done, r.id)
+				continue
+			}
+			if err := pub.Publish(ctx, e); err != nil {
+				pubErr = fmt.Errorf("publish event %s: %w", e.ID, err)
+				break
+			}
 			done = append(done, r.id)
-			continue
 		}
-		if err := pub.Publish(ctx, e); err != nil {
-			pubErr = fmt.Errorf("publish event %s: %w", e.ID, err)
-			break
-		}
-		done = append(done, r.id)
 	}
+
+	failpoint("relay-after-publish")
 
 	// Record what happened even when ctx ended meanwhile, or the next relay repeats it all.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -120,6 +126,44 @@ func (d *DB) relayOnce(ctx context.Context, pub dispatch.Publisher, claimer stri
 		}
 	}
 	return len(done), errors.Join(pubErr, markErr)
+}
+
+// batchPublisher is a dispatch.Publisher that sends many events in one round trip
+// (realtime.Bus pipelines them). A relay publishing one event per round trip fell minutes
+// behind its outbox when Redis answered slowly (TestFaultRedisLatency in cmd/dispatchd).
+type batchPublisher interface {
+	// PublishBatch publishes es in order and returns how many were published before the first
+	// that failed (with that failure).
+	PublishBatch(ctx context.Context, es []dispatch.Event) (int, error)
+}
+
+// publishBatch publishes a claimed batch in one call and returns the ids of the rows done: the
+// published prefix, and unreadable rows (skipped, as in the one-by-one loop).
+func (d *DB) publishBatch(ctx context.Context, pub batchPublisher, batch []outboxRow) ([]any, error) {
+	var done []any
+	es := make([]dispatch.Event, 0, len(batch))
+	ids := make([]int64, 0, len(batch))
+	for _, r := range batch {
+		var e dispatch.Event
+		if err := json.Unmarshal(r.payload, &e); err != nil {
+			d.log.Error().Err(err).Int64("outbox_id", r.id).Msg("outbox row unreadable, skipped")
+			done = append(done, r.id)
+			continue
+		}
+		es = append(es, e)
+		ids = append(ids, r.id)
+	}
+	if len(es) == 0 {
+		return done, nil
+	}
+	n, err := pub.PublishBatch(ctx, es)
+	for _, id := range ids[:n] {
+		done = append(done, id)
+	}
+	if err != nil {
+		return done, fmt.Errorf("publish event %s: %w", es[n].ID, err)
+	}
+	return done, nil
 }
 
 func (d *DB) claimed(ctx context.Context, claimer string) ([]outboxRow, error) {

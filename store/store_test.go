@@ -54,7 +54,7 @@ func eachBackend(t *testing.T, fn func(t *testing.T, e env)) {
 	}
 }
 
-func rawDB(t *testing.T, dsn string) *sql.DB {
+func rawDB(t testing.TB, dsn string) *sql.DB {
 	t.Helper()
 	cfg, err := mysql.ParseDSN(dsn)
 	if err != nil {

@@ -30,11 +30,19 @@ type Config struct {
 	OfferTimeout    time.Duration // DISPATCH_OFFER_TIMEOUT
 	MaxSearch       time.Duration // DISPATCH_MAX_SEARCH
 	DriverFresh     time.Duration // DISPATCH_DRIVER_FRESH
+	RelayInterval   time.Duration // DISPATCH_RELAY_INTERVAL
+	RelayLease      time.Duration // DISPATCH_RELAY_LEASE
 	MapTiles        string        // DISPATCH_MAP_TILES
 	SimDrivers      int           // DISPATCH_SIMULATE_DRIVERS
 	SimBookings     float64       // DISPATCH_SIMULATE_BOOKINGS_PER_MIN
 	TariffsFile     string        // DISPATCH_TARIFFS
 	City            string        // DISPATCH_CITY
+	// Abuse limits (SECURITY.md).
+	RatePerUser       float64 // DISPATCH_RATE_PER_USER
+	RatePerAddr       float64 // DISPATCH_RATE_PER_ADDR
+	ProxyHops         int     // DISPATCH_PROXY_HOPS
+	SocketRatePerUser float64 // DISPATCH_SOCKET_RATE_PER_USER
+	MaxSocketsPerUser int     // DISPATCH_MAX_SOCKETS_PER_USER
 }
 
 // Setting documents one environment variable (README's table is checked against this list).
@@ -61,11 +69,18 @@ var Settings = []Setting{
 	{"DISPATCH_OFFER_TIMEOUT", "15s", "how long a driver has to answer an offer"},
 	{"DISPATCH_MAX_SEARCH", "10m", "how long a booking searches before it is unfulfilled"},
 	{"DISPATCH_DRIVER_FRESH", "30s", "a driver silent longer than this is no candidate"},
+	{"DISPATCH_RELAY_INTERVAL", "50ms", "how often the outbox relay looks for new booking events (at once again while there is a backlog)"},
+	{"DISPATCH_RELAY_LEASE", "30s", "how long a relay's claim keeps other relays off outbox rows; a crashed relay's rows are published by another after it (at least 1s)"},
 	{"DISPATCH_MAP_TILES", "", "tile URL template for the live map; empty: plain background"},
 	{"DISPATCH_SIMULATE_DRIVERS", "0", "start this many simulated drivers (development)"},
 	{"DISPATCH_SIMULATE_BOOKINGS_PER_MIN", "0", "simulated customers book this many times a minute (development)"},
 	{"DISPATCH_TARIFFS", "(built in)", "path of a tariffs JSON file"},
 	{"DISPATCH_CITY", "bengaluru", "the city whose tariff prices bookings"},
+	{"DISPATCH_RATE_PER_USER", "20", "HTTP requests (socket upgrades included) a second per user, bursts twice that; 0: no limit"},
+	{"DISPATCH_RATE_PER_ADDR", "10", "HTTP requests a second per client address among those without a valid token, bursts twice that; 0: no limit"},
+	{"DISPATCH_PROXY_HOPS", "0", "trusted proxies appending to X-Forwarded-For in front (behind an ALB: 1); 0 counts the peer address"},
+	{"DISPATCH_SOCKET_RATE_PER_USER", "20", "socket messages a second per user across its sockets, bursts twice that"},
+	{"DISPATCH_MAX_SOCKETS_PER_USER", "5", "open sockets per customer or dispatcher (a driver's new socket replaces its old one)"},
 }
 
 // LoadConfig reads the environment over the defaults and validates the result.
@@ -74,6 +89,8 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		HTTPAddr: ":8080", AdminAddr: ":9090", Roles: []string{"all"}, LogLevel: "info", LogFormat: "auto",
 		ShutdownTimeout: 10 * time.Second, DrainDelay: 2 * time.Second, MatchWindow: 2 * time.Second,
 		OfferTimeout: 15 * time.Second, MaxSearch: 10 * time.Minute, DriverFresh: 30 * time.Second, City: "bengaluru",
+		RelayInterval: 50 * time.Millisecond, RelayLease: 30 * time.Second,
+		RatePerUser: 20, RatePerAddr: 10, SocketRatePerUser: 20, MaxSocketsPerUser: 5,
 	}
 	var errs []error
 	str := func(name string, dst *string) {
@@ -124,6 +141,11 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	dur("DISPATCH_OFFER_TIMEOUT", &c.OfferTimeout)
 	dur("DISPATCH_MAX_SEARCH", &c.MaxSearch)
 	dur("DISPATCH_DRIVER_FRESH", &c.DriverFresh)
+	dur("DISPATCH_RELAY_INTERVAL", &c.RelayInterval)
+	dur("DISPATCH_RELAY_LEASE", &c.RelayLease)
+	if c.RelayLease < time.Second {
+		errs = append(errs, fmt.Errorf("DISPATCH_RELAY_LEASE=%s: want at least 1s", c.RelayLease))
+	}
 	str("DISPATCH_MAP_TILES", &c.MapTiles)
 	str("DISPATCH_TARIFFS", &c.TariffsFile)
 	str("DISPATCH_CITY", &c.City)
@@ -148,6 +170,31 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		}
 		c.SimBookings = n
 	}
+	num := func(name string, dst *float64, lo, hi float64) {
+		if v := getenv(name); v != "" {
+			n, err := strconv.ParseFloat(v, 64)
+			if err != nil || !(n >= lo && n <= hi) {
+				errs = append(errs, fmt.Errorf("%s=%q: want a number from %g to %g", name, v, lo, hi))
+				return
+			}
+			*dst = n
+		}
+	}
+	integer := func(name string, dst *int, lo, hi int) {
+		if v := getenv(name); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < lo || n > hi {
+				errs = append(errs, fmt.Errorf("%s=%q: want a whole number from %d to %d", name, v, lo, hi))
+				return
+			}
+			*dst = n
+		}
+	}
+	num("DISPATCH_RATE_PER_USER", &c.RatePerUser, 0, 1e6)
+	num("DISPATCH_RATE_PER_ADDR", &c.RatePerAddr, 0, 1e6)
+	integer("DISPATCH_PROXY_HOPS", &c.ProxyHops, 0, 10)
+	num("DISPATCH_SOCKET_RATE_PER_USER", &c.SocketRatePerUser, 0.1, 1e6)
+	integer("DISPATCH_MAX_SOCKETS_PER_USER", &c.MaxSocketsPerUser, 1, 1000)
 	if err := c.Validate(); err != nil {
 		errs = append(errs, err)
 	}

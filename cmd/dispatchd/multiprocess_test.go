@@ -31,7 +31,8 @@ func binary(t *testing.T) string {
 			return
 		}
 		binPath = filepath.Join(dir, "dispatchd")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		// -tags failpoints: DISPATCH_FAILPOINT can kill it at an exact point (outbox_crash_test.go).
+		out, err := exec.Command("go", "build", "-tags", "failpoints", "-o", binPath, ".").CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}

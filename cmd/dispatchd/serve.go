@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -80,7 +81,7 @@ func connect(ctx context.Context, cfg Config, log zerolog.Logger) (*connections,
 	}
 	conns.rdb = rdb
 	conns.closers = append(conns.closers, func() { _ = rdb.Close() })
-	db, err := store.Open(ctx, dsn, store.Options{}, log)
+	db, err := store.Open(ctx, dsn, store.Options{RelayLease: cfg.RelayLease}, log)
 	if err != nil {
 		conns.Close()
 		return nil, fmt.Errorf("open MySQL: %w", err)
@@ -101,7 +102,7 @@ func openRedis(u string) (redis.UniversalClient, error) {
 		addrs := strings.Split(rest, ",")
 		first, err := redis.ParseURL(scheme + "://" + addrs[0])
 		if err != nil {
-			return nil, fmt.Errorf("REDIS_URL: %w", err)
+			return nil, redisURLError(err)
 		}
 		for i := range addrs {
 			if j := strings.Index(addrs[i], "@"); j >= 0 {
@@ -114,9 +115,19 @@ func openRedis(u string) (redis.UniversalClient, error) {
 	}
 	opts, err := redis.ParseURL(u)
 	if err != nil {
-		return nil, fmt.Errorf("REDIS_URL: %w", err)
+		return nil, redisURLError(err)
 	}
 	return redis.NewClient(opts), nil
+}
+
+// redisURLError describes a REDIS_URL that does not parse without quoting it: net/url's errors
+// hold the whole URL, password included, and this one ends up in the task's log.
+func redisURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return errors.New("REDIS_URL: not a valid redis:// or rediss:// URL (not shown: it may hold a password)")
+	}
+	return fmt.Errorf("REDIS_URL: %w", err)
 }
 
 func migrate(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
@@ -175,9 +186,10 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	index := geo.NewIndex(conns.rdb, geo.Options{Prefix: cfg.RedisPrefix})
+	// Feed: the index publishes written points on the region feeds in the write's own round trip.
+	index := geo.NewIndex(conns.rdb, geo.Options{Prefix: cfg.RedisPrefix, Feed: true})
 	bus := realtime.NewBus(conns.rdb, cfg.RedisPrefix)
-	svc := dispatch.NewService(conns.db, index, bus, dispatch.ServiceOptions{Tariff: tariff})
+	svc := dispatch.NewService(conns.db, index, bus, dispatch.ServiceOptions{Tariff: tariff, Trails: index})
 	verifier := api.NewVerifier([]byte(cfg.JWTSecret), cfg.JWTIssuer, cfg.JWTAudience)
 
 	var draining atomic.Bool
@@ -185,13 +197,18 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 		if draining.Load() {
 			return errors.New("draining")
 		}
-		if err := conns.rdb.Ping(ctx).Err(); err != nil {
+		if err := within(ctx, func(ctx context.Context) error { return conns.rdb.Ping(ctx).Err() }); err != nil {
 			return errors.New("redis does not answer")
 		}
-		if err := conns.db.Ping(ctx); err != nil {
+		if err := within(ctx, conns.db.Ping); err != nil {
 			return errors.New("mysql does not answer")
 		}
-		if ok, err := conns.db.SchemaCurrent(ctx); err != nil || !ok {
+		if err := within(ctx, func(ctx context.Context) error {
+			if ok, err := conns.db.SchemaCurrent(ctx); err != nil || !ok {
+				return errors.New("not current")
+			}
+			return nil
+		}); err != nil {
 			return errors.New("schema is not current")
 		}
 		return nil
@@ -206,6 +223,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 	if cfg.Has("gateway") {
 		hub = realtime.NewHub(conns.rdb, bus, svc, conns.db, index, realtime.Options{
 			Auth: verifier.FromRequest, AllowedOrigins: cfg.AllowedOrigins,
+			UserRate: cfg.SocketRatePerUser, MaxSocketsPerUser: cfg.MaxSocketsPerUser,
 		}, reg, log.With().Str("component", "gateway").Logger())
 		writer = geo.NewWriter(index, geo.WriterOptions{OnWritten: hub.OnWritten, OnError: func(err error, n int) {
 			log.Warn().Err(err).Int("points", n).Msg("index write failed")
@@ -219,13 +237,17 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 			Window: cfg.MatchWindow, OfferTimeout: cfg.OfferTimeout, MaxSearch: cfg.MaxSearch, Fresh: cfg.DriverFresh,
 		}, reg, log.With().Str("component", "matcher").Logger())
 		g.Go(func() error { return m.Run(gctx) })
+		// Drivers silent for four times the freshness bound are marked offline (issue 3).
+		sweepLog := log.With().Str("component", "sweeper").Logger()
+		g.Go(func() error { return index.RunSweeper(gctx, cfg.DriverFresh, 4*cfg.DriverFresh, sweepLog) })
 	}
 	if cfg.Has("dispatcher") || cfg.Has("api") {
-		g.Go(func() error { return conns.db.RunRelay(gctx, bus, 50*time.Millisecond) })
+		g.Go(func() error { return conns.db.RunRelay(gctx, bus, cfg.RelayInterval) })
 	}
 
 	srv := api.NewServer(svc, index, api.Options{Verifier: verifier, Ready: ready, Tiles: cfg.MapTiles,
-		ServeAPI: cfg.Has("api"), Sockets: socketHandler(hub)}, log.With().Str("component", "api").Logger())
+		ServeAPI: cfg.Has("api"), Sockets: socketHandler(hub),
+		RatePerUser: cfg.RatePerUser, RatePerAddr: cfg.RatePerAddr, ProxyHops: cfg.ProxyHops}, log.With().Str("component", "api").Logger())
 	httpLn, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("DISPATCH_HTTP_ADDR %s: %w", cfg.HTTPAddr, err)
@@ -235,7 +257,9 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 		httpLn.Close()
 		return fmt.Errorf("DISPATCH_ADMIN_ADDR %s: %w", cfg.AdminAddr, err)
 	}
-	httpSrv := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+	// Bounds against slow or bloated clients; a socket's upgrade clears the deadlines.
+	httpSrv := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 64 << 10}
 	adminSrv := &http.Server{Handler: adminMux(reg), ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- ignoreClosed(httpSrv.Serve(httpLn)) }()
@@ -287,6 +311,22 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 	_ = adminSrv.Shutdown(shutdownCtx)
 	log.Info().Msg("stopped")
 	return runErr
+}
+
+// within runs check and returns its error, or ctx's once ctx is done, whichever comes first:
+// /readyz must answer within its probe timeout even when a client library does not honour the
+// deadline (go-redis dialling a connection to a Redis that accepts and never answers waits out
+// its own 5 s DialTimeout; found by TestFaultBlackhole). The check's goroutine ends by the
+// library's own timeouts.
+func within(ctx context.Context, check func(context.Context) error) error {
+	done := make(chan error, 1)
+	go func() { done <- check(ctx) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func socketHandler(h *realtime.Hub) http.Handler {
