@@ -8,6 +8,8 @@ package dispatch
 
 import (
 	"errors"
+	"io"
+	"net"
 	"time"
 )
 
@@ -208,10 +210,19 @@ func ErrorCode(err error) string {
 		return "conflict"
 	case errors.Is(err, ErrIdempotencyMismatch):
 		return "idempotency_mismatch"
-	case errors.Is(err, ErrUnavailable):
+	case errors.Is(err, ErrUnavailable) || backendAway(err):
 		return "unavailable"
 	}
 	return "internal"
+}
+
+// backendAway recognises an error an adapter passed on untranslated that can only mean a
+// backing service did not answer: a network error (refused, reset, timed out) or a connection
+// that ended mid-answer. (geo passes Redis errors through as they are: with Redis down a
+// driver's message was answered "internal"; TestFaultRedisKilled in cmd/dispatchd.)
+func backendAway(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 // ErrorMessage is what a client may be told of an error: the message of domain errors, and

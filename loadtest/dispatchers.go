@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +34,28 @@ type DispatcherCounts struct {
 	Bookings  atomic.Int64 // booking updates (snapshot and `bookings` frames)
 	Cells     atomic.Int64 // `cells` frames
 	Errors    atomic.Int64 // failed sockets and error frames
+	// Outside counts driver updates about a driver outside the watched area (must stay 0).
+	Outside atomic.Int64
+
+	mu      sync.Mutex // guards latency
+	latency []float64  // ms from a driver's point (its ts) to its arrival here, sampled
+}
+
+// maxLatencySamples bounds the memory of the latency sample (about 8 MB).
+const maxLatencySamples = 1 << 20
+
+// ViewLatency returns the p50 and p99 in milliseconds of driver updates, from the point's own
+// timestamp on the driver's phone to its arrival on a dispatcher's socket, and the sample size.
+func (c *DispatcherCounts) ViewLatency() (p50, p99 float64, n int) {
+	c.mu.Lock()
+	ls := append([]float64(nil), c.latency...)
+	c.mu.Unlock()
+	if len(ls) == 0 {
+		return 0, 0, 0
+	}
+	sort.Float64s(ls)
+	at := func(q float64) float64 { return ls[min(len(ls)-1, int(q*float64(len(ls))))] }
+	return at(0.50), at(0.99), len(ls)
 }
 
 // Dispatchers run until their context ends.
@@ -137,6 +160,7 @@ func (d *Dispatchers) watch(ctx context.Context, id string, a Area) error {
 			if fr.Type == "drivers" {
 				d.Counts.Drivers.Add(int64(len(u.Updates)))
 				d.opts.Series.Add(KindViewDrivers, now, int64(len(u.Updates)))
+				d.measure(a, u.Updates, now)
 			} else {
 				d.Counts.Bookings.Add(int64(len(u.Updates)))
 			}
@@ -146,4 +170,32 @@ func (d *Dispatchers) watch(ctx context.Context, id string, a Area) error {
 			d.Counts.Errors.Add(1)
 		}
 	}
+}
+
+// measure takes the latency of each driver update and checks that it lies inside the area.
+func (d *Dispatchers) measure(a Area, updates []json.RawMessage, now time.Time) {
+	var ms []float64
+	for _, raw := range updates {
+		var v struct {
+			Lat       float64   `json:"lat"`
+			Lng       float64   `json:"lng"`
+			UpdatedAt time.Time `json:"updated_at"`
+		}
+		if json.Unmarshal(raw, &v) != nil {
+			continue
+		}
+		if v.Lat < a.MinLat || v.Lat > a.MaxLat || v.Lng < a.MinLng || v.Lng > a.MaxLng {
+			d.Counts.Outside.Add(1)
+		}
+		if !v.UpdatedAt.IsZero() {
+			ms = append(ms, float64(now.Sub(v.UpdatedAt).Microseconds())/1000)
+		}
+	}
+	d.Counts.mu.Lock()
+	for _, m := range ms {
+		if len(d.Counts.latency) < maxLatencySamples {
+			d.Counts.latency = append(d.Counts.latency, m)
+		}
+	}
+	d.Counts.mu.Unlock()
 }

@@ -301,7 +301,9 @@ func Peak(ctx context.Context, o PeakOptions) (*Result, error) {
 	res.Totals.Add(res.childTotals)
 	res.Dispatchers = DispatcherTotals{Sockets: o.Dispatchers, Snapshots: disp.Counts.Snapshots.Load(),
 		Frames: disp.Counts.Frames.Load(), DriverUpdates: disp.Counts.Drivers.Load(),
-		BookingUpdates: disp.Counts.Bookings.Load(), CellFrames: disp.Counts.Cells.Load(), Errors: disp.Counts.Errors.Load()}
+		BookingUpdates: disp.Counts.Bookings.Load(), CellFrames: disp.Counts.Cells.Load(), Errors: disp.Counts.Errors.Load(),
+		Outside: disp.Counts.Outside.Load()}
+	res.Dispatchers.LatencyP50MS, res.Dispatchers.LatencyP99MS, res.Dispatchers.LatencyN = disp.Counts.ViewLatency()
 	res.Settled, res.Interrupted = settled, interrupted
 	res.StartedAt, res.RunSeconds, res.DrainSeconds = start, runEnd.Sub(start).Seconds(), end.Sub(runEnd).Seconds()
 

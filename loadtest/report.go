@@ -111,6 +111,12 @@ type DispatcherTotals struct {
 	BookingUpdates int64 `json:"booking_updates"`
 	CellFrames     int64 `json:"cells_frames"`
 	Errors         int64 `json:"errors"`
+	// Outside: driver updates about drivers outside the watched area (must be 0).
+	Outside int64 `json:"outside_area"`
+	// Driver update latency, from the point's timestamp to its arrival at a dispatcher (ms).
+	LatencyP50MS float64 `json:"latency_p50_ms"`
+	LatencyP99MS float64 `json:"latency_p99_ms"`
+	LatencyN     int     `json:"latency_samples"`
 }
 
 // Rate is a throughput: the mean over the run phase and the busiest second.
@@ -431,8 +437,13 @@ func (r *Result) Markdown() string {
 		{"other driver messages refused", t.ActionErrors}, {"messages unanswered when a socket closed", t.Unanswered},
 		{"reconnects", t.Reconnects}, {"socket failures", t.Errors}, {"REST requests answered 429 (waited out, sent again)", t.RateLimited},
 		{"dispatcher frames", r.Dispatchers.Frames}, {"dispatcher driver updates", r.Dispatchers.DriverUpdates},
-		{"dispatcher booking updates", r.Dispatchers.BookingUpdates}} {
+		{"dispatcher booking updates", r.Dispatchers.BookingUpdates},
+		{"dispatcher driver updates outside the watched area", r.Dispatchers.Outside}} {
 		p("| %s | %d |\n", row.k, row.v)
+	}
+	if r.Dispatchers.LatencyN > 0 {
+		p("\nDriver update to dispatcher socket: p50 %.1f ms, p99 %.1f ms over %d updates.\n",
+			r.Dispatchers.LatencyP50MS, r.Dispatchers.LatencyP99MS, r.Dispatchers.LatencyN)
 	}
 	if len(t.Refused) > 0 {
 		p("\nWhat the server refused (error frames):\n\n| message: code | n | example |\n|---|---:|---|\n")

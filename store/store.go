@@ -1,4 +1,4 @@
-// Package store keeps the business in MySQL (MariaDB 10.11 in production, go-mysql-server in
+// Package store keeps the business in MySQL (RDS MySQL 8.0 in deployment, MariaDB 10.11 in the tests, go-mysql-server in
 // process for development): bookings and their append-only history, offers, drivers' profiles,
 // idempotency keys, and the transactional outbox from which booking events reach the realtime
 // layer. It implements dispatch.BookingStore and owns the schema (goose migrations embedded from

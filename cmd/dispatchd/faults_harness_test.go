@@ -486,6 +486,18 @@ func (l *faultLedger) entry(key string) faultLedgerEntry {
 	return faultLedgerEntry{}
 }
 
+// firstAcked is the key of the first acknowledged booking ("" if none).
+func (l *faultLedger) firstAcked() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, e := range l.all {
+		if e.id != "" {
+			return e.key
+		}
+	}
+	return ""
+}
+
 type faultLedgerStats struct {
 	keys, acked, unresolved, retried, replayed, unavailable, lost int
 }

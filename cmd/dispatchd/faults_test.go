@@ -105,6 +105,32 @@ func faultProbeAssignment(t *testing.T, addr string, within time.Duration) time.
 	return 0
 }
 
+// faultDriverAction opens a socket as driver sub, sends one message and returns the code of the
+// answer ("" for an ack).
+func faultDriverAction(t *testing.T, addr, sub, typ string, data any) string {
+	t.Helper()
+	s := &server{http: addr}
+	c := s.mustDial(t, sign(t, "driver", sub))
+	defer c.ws.Close()
+	c.expect("hello", 10*time.Second, nil)
+	return c.reply(c.send(typ, data))
+}
+
+// faultRESTCode calls the API and returns the status and error code of the answer.
+func faultRESTCode(addr, method, path, role, sub string, body any) (int, string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, b, _, err := faultCall(ctx, addr, method, path, role, sub, body, nil)
+	if err != nil {
+		return 0, err.Error()
+	}
+	var eb struct {
+		Error struct{ Code string } `json:"error"`
+	}
+	_ = json.Unmarshal(b, &eb)
+	return st, eb.Error.Code
+}
+
 // TestFaultRedisKilled: Redis is killed with SIGKILL and restarted empty (no persistence) under
 // load, after an engine restart (a deploy) moved the region leases to a new owner. /readyz turns
 // 503 and back; bookings go on being accepted (MySQL alone); nothing panics; drivers' positions
@@ -134,7 +160,13 @@ func TestFaultRedisKilled(t *testing.T) {
 	killed := time.Now()
 	took := faultWaitFor(t, 5*time.Second, "/readyz 503 with Redis down", func() bool { return faultReadyz(srv.http) == 503 })
 	t.Logf("Redis killed: /readyz 503 after %s", took.Round(time.Millisecond))
-	time.Sleep(3 * time.Second)
+	if code := faultDriverAction(t, srv.http, "rk-probe-driver", "status", map[string]string{"state": "online"}); code != "unavailable" {
+		t.Errorf("a driver going online with Redis down: got %q, want error unavailable", code)
+	}
+	if st, code := faultRESTCode(srv.http, "GET", "/v1/drivers/nearby?lat=12.97&lng=77.59", "dispatcher", "rk-ops", nil); st != 503 || code != "unavailable" {
+		t.Errorf("GET /v1/drivers/nearby with Redis down: got %d %q, want 503 unavailable", st, code)
+	}
+	time.Sleep(2 * time.Second)
 	srv.healthy(t)
 	if got := l.ledger.stats().acked; got <= acked {
 		t.Errorf("bookings acknowledged while Redis was down: got %d more, want some (a booking needs MySQL only)", got-acked)
@@ -179,7 +211,17 @@ func TestFaultMariaDBKilled(t *testing.T) {
 	killed := time.Now()
 	took := faultWaitFor(t, 5*time.Second, "/readyz 503 with MariaDB down", func() bool { return faultReadyz(srv.http) == 503 })
 	t.Logf("MariaDB killed with %d ledger requests in flight: /readyz 503 after %s", len(inFlight), took.Round(time.Millisecond))
-	time.Sleep(3 * time.Second)
+	known := l.ledger.entry(l.ledger.firstAcked())
+	if st, code := faultRESTCode(srv.http, "GET", "/v1/bookings/"+known.id, "customer", known.customer, nil); st != 503 || code != "unavailable" {
+		t.Errorf("GET /v1/bookings/{id} with MariaDB down: got %d %q, want 503 unavailable", st, code)
+	}
+	if st, code := faultRESTCode(srv.http, "POST", "/v1/bookings/"+known.id+"/cancel", "customer", known.customer, map[string]string{"reason": "x"}); st != 503 || code != "unavailable" {
+		t.Errorf("POST /v1/bookings/{id}/cancel with MariaDB down: got %d %q, want 503 unavailable", st, code)
+	}
+	if code := faultDriverAction(t, srv.http, "mk-probe-driver", "trip.arrive", map[string]string{"booking_id": known.id}); code != "unavailable" {
+		t.Errorf("a driver's trip.arrive with MariaDB down: got %q, want error unavailable", code)
+	}
+	time.Sleep(2 * time.Second)
 	srv.healthy(t)
 	during := l.ledger.stats()
 	if during.unavailable <= before.unavailable {
@@ -401,9 +443,10 @@ func TestFaultBlackhole(t *testing.T) {
 
 // TestFaultSlowReader: a dispatcher's socket stops reading while it keeps the server answering
 // (it floods frames the server must refuse, and reads nothing, with a 4 KiB receive buffer).
-// The server's bounded queue for that socket fills and the server closes it with 1013 (seen
-// once the client reads again), and nobody else notices: a second socket's round trips stay
-// fast all along and the fleet's offers go on.
+// The server's bounded queue for that socket fills and the server closes it with 1013: once the
+// client stops flooding and reads again, it gets what was queued and then the close frame (the
+// server waits up to a second for the peer's close rather than resetting the connection). Nobody
+// else notices: a second socket's round trips stay fast all along and the fleet's offers go on.
 func TestFaultSlowReader(t *testing.T) {
 	be := startFaultBackends(t, false)
 	srv := startFaultChild(t, be.env())
@@ -464,9 +507,10 @@ func TestFaultSlowReader(t *testing.T) {
 	dropped := faultMetric(srv.admin, `dispatch_frames_dropped_total{kind="slow_reader"}`)
 	flooding := make(chan struct{})
 	var sent atomic.Int64
+	var stopFlood atomic.Bool
 	go func() {
 		defer close(flooding)
-		for {
+		for !stopFlood.Load() {
 			_ = ws.SetWriteDeadline(time.Now().Add(5 * time.Second))
 			if ws.WriteMessage(websocket.TextMessage, []byte(`{}`)) != nil {
 				return
@@ -477,6 +521,7 @@ func TestFaultSlowReader(t *testing.T) {
 	took := faultWaitFor(t, 30*time.Second, "the server giving up on the slow reader", func() bool {
 		return faultMetric(srv.admin, `dispatch_frames_dropped_total{kind="slow_reader"}`) > dropped
 	})
+	stopFlood.Store(true)
 	gaveUp := time.Now()
 	t.Logf("the server gave up on the slow reader %s after it stopped reading (%d frames sent)", took.Round(time.Millisecond), sent.Load())
 	// Read again: what was queued, then the close frame.

@@ -233,7 +233,12 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 		g.Go(func() error { return writer.Run(gctx) })
 	}
 	if cfg.Has("dispatcher") {
-		m := dispatch.NewMatcher(conns.db, index, geo.NewRegions(conns.rdb, geo.Options{Prefix: cfg.RedisPrefix}), bus, dispatch.MatcherOptions{
+		// The matcher reads candidates from an in-memory replica of the regions' drivers, fed by
+		// the gateways' region feeds (16 times GEOSEARCH's rate in BENCHMARKS.md); until its first
+		// load it answers from Redis.
+		replica := geo.NewReplica(index, geo.ReplicaOptions{}, log.With().Str("component", "replica").Logger())
+		g.Go(func() error { return replica.Run(gctx) })
+		m := dispatch.NewMatcher(conns.db, replica, geo.NewRegions(conns.rdb, geo.Options{Prefix: cfg.RedisPrefix}), bus, dispatch.MatcherOptions{
 			Window: cfg.MatchWindow, OfferTimeout: cfg.OfferTimeout, MaxSearch: cfg.MaxSearch, Fresh: cfg.DriverFresh,
 		}, reg, log.With().Str("component", "matcher").Logger())
 		g.Go(func() error { return m.Run(gctx) })

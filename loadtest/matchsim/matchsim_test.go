@@ -133,16 +133,3 @@ func TestTable(t *testing.T) {
 		t.Fatalf("got\n%s\nwant a caption, a header and 2 rows", got)
 	}
 }
-
-// TestPrintTable prints the table for ratios 1.0 to 3.0 on the default scenario, and again
-// with a first candidate radius of 5 km, to show what the radius does to the p95:
-//
-//	go test ./loadtest/matchsim -run PrintTable -v
-func TestPrintTable(t *testing.T) {
-	if !testing.Verbose() {
-		t.Skip("prints only with -v")
-	}
-	ratios := []float64{1.0, 1.2, 1.5, 2.0, 3.0}
-	t.Log("\n" + Table(ratios, Options{Seed: 1}))
-	t.Log("\n" + Table(ratios, Options{Seed: 1, RadiusM: 5000}))
-}
