@@ -349,6 +349,12 @@ const (
 	errOutOfRange    = 1264
 	errCheckViolated = 4025 // MariaDB; MySQL says 3819
 	errNoSuchTable   = 1146
+	// The server going away in good order (a clean restart, maintenance, a fail-over): what a
+	// connection is told instead of being cut. Unavailable, as a cut connection is.
+	errTooManyConns     = 1040
+	errServerShutdown   = 1053
+	errQueryInterrupted = 1317
+	errConnKilled       = 1927 // MariaDB
 )
 
 func isErrno(err error, n uint16) bool {
@@ -385,7 +391,7 @@ func translate(err error) error {
 		switch me.Number {
 		case errDupEntry:
 			return withKind(dispatch.ErrConflict, err)
-		case errDeadlock, errLockWait:
+		case errDeadlock, errLockWait, errTooManyConns, errServerShutdown, errQueryInterrupted, errConnKilled:
 			return withKind(dispatch.ErrUnavailable, err)
 		case errDataTooLong, errOutOfRange, errCheckViolated, 3819:
 			return withKind(dispatch.ErrInvalid, err)

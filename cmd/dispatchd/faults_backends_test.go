@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -30,16 +31,30 @@ const (
 	faultInstallDBBin = "/usr/bin/mariadb-install-db"
 )
 
-// faultFreePort asks the kernel for a free loopback port. The port is free when this returns; a
-// server started right after takes it.
+var (
+	portsMu sync.Mutex
+	ports   = map[int]bool{} // handed out by faultFreePort in this process
+)
+
+// faultFreePort asks the kernel for a free loopback port, never the same twice in this process
+// (tests run in parallel). The port is free when this returns; a server started right after
+// takes it (the backends retry on another port if some other process took it meanwhile).
 func faultFreePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("find a free port: %v", err)
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("find a free port: %v", err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if !ports[port] {
+			ports[port] = true
+			return port
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // faultProc is one backend server process.
@@ -108,37 +123,51 @@ type faultRedis struct {
 
 func startFaultRedis(t testing.TB) *faultRedis {
 	t.Helper()
-	r := &faultRedis{t: t, dir: t.TempDir(), port: faultFreePort(t)}
-	r.start()
-	t.Cleanup(func() { r.p.kill() })
-	return r
+	r := &faultRedis{t: t, dir: t.TempDir()}
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		r.port = faultFreePort(t)
+		if err = r.tryStart(); err == nil {
+			t.Cleanup(func() { r.p.kill() })
+			return r
+		}
+	}
+	t.Fatalf("private redis-server did not start (%v):\n%s", err, faultLogTail(r.log(), 20))
+	return nil
 }
 
 func (r *faultRedis) Addr() string { return fmt.Sprintf("127.0.0.1:%d", r.port) }
 
 func (r *faultRedis) log() string { return filepath.Join(r.dir, "redis.log") }
 
-// start runs redis-server on its port and waits until it answers PING.
-func (r *faultRedis) start() {
+// tryStart runs redis-server on its port and waits until it answers PING.
+func (r *faultRedis) tryStart() error {
 	r.t.Helper()
 	r.p = startFaultProc(r.t, "redis-server", r.log(), faultRedisBin,
 		"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		"--dir", r.dir, "--daemonize", "no", "--databases", "1")
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		if err := faultPingRedis(r.Addr()); err == nil {
-			return
-		} else if !r.p.running() || time.Now().After(deadline) {
+		err := faultPingRedis(r.Addr())
+		if err == nil {
+			return nil
+		}
+		if !r.p.running() || time.Now().After(deadline) {
 			r.p.kill()
-			r.t.Fatalf("private redis-server on %s did not start (%v):\n%s", r.Addr(), err, faultLogTail(r.log(), 20))
+			return fmt.Errorf("on %s: %w", r.Addr(), err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 }
 
 // Kill kills redis-server with SIGKILL; Restart starts it again on the same port, empty.
-func (r *faultRedis) Kill()    { r.p.kill() }
-func (r *faultRedis) Restart() { r.start() }
+func (r *faultRedis) Kill() { r.p.kill() }
+func (r *faultRedis) Restart() {
+	r.t.Helper()
+	if err := r.tryStart(); err != nil {
+		r.t.Fatalf("private redis-server did not start again (%v):\n%s", err, faultLogTail(r.log(), 20))
+	}
+}
 
 func faultPingRedis(addr string) error {
 	c, err := net.DialTimeout("tcp", addr, 500*time.Millisecond)
@@ -172,18 +201,39 @@ type faultMaria struct {
 
 func startFaultMaria(t testing.TB) *faultMaria {
 	t.Helper()
-	m := &faultMaria{t: t, dir: t.TempDir(), port: faultFreePort(t)}
-	out, err := exec.Command(faultInstallDBBin, "--no-defaults", "--auth-root-authentication-method=normal",
-		"--datadir="+m.datadir(), "--user=root", "--skip-test-db").CombinedOutput()
-	if err != nil {
-		t.Fatalf("mariadb-install-db into %s: %v\n%s", m.datadir(), err, tail(string(out), 30))
+	m := &faultMaria{t: t, dir: t.TempDir()}
+	// A temporary directory of its own: bootstrap servers running at once (tests run in parallel)
+	// collide on their temporary tables' names in a shared /tmp.
+	if err := os.MkdirAll(m.tmpdir(), 0o755); err != nil {
+		t.Fatal(err)
 	}
-	m.start()
-	t.Cleanup(func() { m.p.kill() })
-	return m
+	var out []byte
+	var err error
+	for attempt := 0; attempt < 2; attempt++ {
+		_ = os.RemoveAll(m.datadir())
+		out, err = exec.Command(faultInstallDBBin, "--no-defaults", "--auth-root-authentication-method=normal",
+			"--datadir="+m.datadir(), "--tmpdir="+m.tmpdir(), "--user=root", "--skip-test-db",
+			"--innodb-use-native-aio=0", "--innodb-buffer-pool-size=64M").CombinedOutput()
+		if err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("mariadb-install-db into %s: %v\n%s", m.datadir(), err, tail(string(out), 80))
+	}
+	for attempt := 0; attempt < 3; attempt++ {
+		m.port = faultFreePort(t)
+		if err = m.tryStart(); err == nil {
+			t.Cleanup(func() { m.p.kill() })
+			return m
+		}
+	}
+	t.Fatalf("private mariadbd did not start (%v):\n%s", err, faultLogTail(m.log(), 30))
+	return nil
 }
 
 func (m *faultMaria) datadir() string { return filepath.Join(m.dir, "data") }
+func (m *faultMaria) tmpdir() string  { return filepath.Join(m.dir, "tmp") }
 func (m *faultMaria) log() string     { return filepath.Join(m.dir, "mariadb.err") }
 func (m *faultMaria) Addr() string    { return fmt.Sprintf("127.0.0.1:%d", m.port) }
 
@@ -195,11 +245,11 @@ func (m *faultMaria) DSN(addr, db string) string {
 	return cfg.FormatDSN()
 }
 
-// start runs mariadbd and waits until it answers a query (crash recovery included).
-func (m *faultMaria) start() {
+// tryStart runs mariadbd and waits until it answers a query (crash recovery included).
+func (m *faultMaria) tryStart() error {
 	m.t.Helper()
 	m.p = startFaultProc(m.t, "mariadbd", m.log(), faultMariadbdBin, "--no-defaults",
-		"--datadir="+m.datadir(), "--port="+strconv.Itoa(m.port), "--bind-address=127.0.0.1",
+		"--datadir="+m.datadir(), "--tmpdir="+m.tmpdir(), "--port="+strconv.Itoa(m.port), "--bind-address=127.0.0.1",
 		"--socket="+filepath.Join(m.dir, "sock"), "--pid-file="+filepath.Join(m.dir, "pid"),
 		"--log-error="+m.log(), "--user=root", "--skip-grant-tables", "--skip-name-resolve",
 		"--innodb-buffer-pool-size=64M", "--innodb-use-native-aio=0", "--innodb-flush-log-at-trx-commit=1",
@@ -208,11 +258,11 @@ func (m *faultMaria) start() {
 	for {
 		err := m.ping()
 		if err == nil {
-			return
+			return nil
 		}
 		if !m.p.running() || time.Now().After(deadline) {
 			m.p.kill()
-			m.t.Fatalf("private mariadbd on %s did not start (%v):\n%s", m.Addr(), err, faultLogTail(m.log(), 30))
+			return fmt.Errorf("on %s: %w", m.Addr(), err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -232,8 +282,30 @@ func (m *faultMaria) ping() error {
 }
 
 // Kill kills mariadbd with SIGKILL; Restart starts it again on the same data directory.
-func (m *faultMaria) Kill()    { m.p.kill() }
-func (m *faultMaria) Restart() { m.start() }
+func (m *faultMaria) Kill() { m.p.kill() }
+
+// Stop shuts mariadbd down cleanly (SIGTERM: connections are told the server is going away),
+// as a planned restart or a managed database's maintenance does, and waits for it to go.
+func (m *faultMaria) Stop() {
+	m.t.Helper()
+	if !m.p.running() {
+		return
+	}
+	_ = m.p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-m.p.exited:
+	case <-time.After(60 * time.Second):
+		m.p.kill()
+		m.t.Fatalf("mariadbd still running 60 s after SIGTERM")
+	}
+}
+
+func (m *faultMaria) Restart() {
+	m.t.Helper()
+	if err := m.tryStart(); err != nil {
+		m.t.Fatalf("private mariadbd did not start again (%v):\n%s", err, faultLogTail(m.log(), 30))
+	}
+}
 
 // exec runs statements as root on the server itself (not through any proxy).
 func (m *faultMaria) exec(stmts ...string) {

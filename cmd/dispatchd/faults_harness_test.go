@@ -177,18 +177,6 @@ func (c *faultChild) stop(t *testing.T) {
 	}
 }
 
-// countLogs counts log lines whose message contains msg.
-func (c *faultChild) countLogs(msg string) int {
-	n := 0
-	for _, line := range strings.Split(c.logs.String(), "\n") {
-		var l struct{ Message string }
-		if json.Unmarshal([]byte(line), &l) == nil && strings.Contains(l.Message, msg) {
-			n++
-		}
-	}
-	return n
-}
-
 // ---- HTTP helpers that never call t.Fatal on a transport error (faults cause them) ----
 
 var faultHTTP = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}

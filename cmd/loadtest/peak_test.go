@@ -69,7 +69,7 @@ func TestPeakAgreesWithServer(t *testing.T) {
 		"REDIS_URL": "redis://" + redisAddr, "MYSQL_DSN": dsn, "DISPATCH_MIGRATE": "true",
 		"DISPATCH_REDIS_PREFIX": prefix, "DISPATCH_JWT_SECRET": secret,
 		"DISPATCH_LOG_FORMAT": "json", "DISPATCH_LOG_LEVEL": "info", "DISPATCH_DRAIN_DELAY": "0s",
-		"DISPATCH_MATCH_WINDOW": "500ms", "DISPATCH_OFFER_TIMEOUT": "5s",
+		"DISPATCH_MATCH_WINDOW": "500ms", "DISPATCH_OFFER_TIMEOUT": "15s",
 	})
 
 	out := filepath.Join(dir, "report")
