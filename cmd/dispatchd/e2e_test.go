@@ -88,18 +88,7 @@ func startServer(t *testing.T, backend string, extra map[string]string) *server 
 	}()
 	addrs := make(chan [2]string, 1)
 	go func() {
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		sent := false
-		for sc.Scan() {
-			line := sc.Bytes()
-			s.logs.Write(append(append([]byte{}, line...), '\n'))
-			var l struct{ Message, HTTP, Admin string }
-			if !sent && json.Unmarshal(line, &l) == nil && l.Message == "listening" {
-				addrs <- [2]string{l.HTTP, l.Admin}
-				sent = true
-			}
-		}
+		scanLogs(pr, s.logs, addrs)
 	}()
 	select {
 	case a := <-addrs:
@@ -365,6 +354,23 @@ func sqlStatus(t *testing.T, dsn, id string) string {
 		t.Fatalf("read booking %s in MySQL: %v", id, err)
 	}
 	return st
+}
+
+// scanLogs copies a server's output into logs line by line and sends the addresses of its
+// "listening" log line on addrs (once); it returns when r ends.
+func scanLogs(r io.Reader, logs *syncBuffer, addrs chan<- [2]string) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	sent := false
+	for sc.Scan() {
+		line := sc.Bytes()
+		logs.Write(append(append([]byte{}, line...), '\n'))
+		var l struct{ Message, HTTP, Admin string }
+		if !sent && json.Unmarshal(line, &l) == nil && l.Message == "listening" {
+			addrs <- [2]string{l.HTTP, l.Admin}
+			sent = true
+		}
+	}
 }
 
 // dropRedisKeys deletes a test's keys from the shared Redis.

@@ -6,7 +6,6 @@ package main
 // the dispatch invariant in SQL all along.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"database/sql"
@@ -94,18 +93,7 @@ func startFaultChild(t *testing.T, env map[string]string) *faultChild {
 	}
 	addrs := make(chan [2]string, 1)
 	go func() {
-		sc := bufio.NewScanner(out)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		sent := false
-		for sc.Scan() {
-			line := sc.Bytes()
-			c.logs.Write(append(append([]byte{}, line...), '\n'))
-			var l struct{ Message, HTTP, Admin string }
-			if !sent && json.Unmarshal(line, &l) == nil && l.Message == "listening" {
-				addrs <- [2]string{l.HTTP, l.Admin}
-				sent = true
-			}
-		}
+		scanLogs(out, c.logs, addrs)
 		c.exitErr = cmd.Wait()
 		close(c.exited)
 	}()

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -69,18 +68,7 @@ func startProc(t *testing.T, name string, env map[string]string) *proc {
 	}
 	addrs := make(chan [2]string, 1)
 	go func() {
-		sc := bufio.NewScanner(out)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		sent := false
-		for sc.Scan() {
-			line := sc.Bytes()
-			p.logs.Write(append(append([]byte{}, line...), '\n'))
-			var l struct{ Message, HTTP, Admin string }
-			if !sent && json.Unmarshal(line, &l) == nil && l.Message == "listening" {
-				addrs <- [2]string{l.HTTP, l.Admin}
-				sent = true
-			}
-		}
+		scanLogs(out, p.logs, addrs)
 		p.exit <- cmd.Wait()
 	}()
 	select {
