@@ -127,12 +127,13 @@ func newRig(t *testing.T) *rig {
 }
 
 func (r *rig) matcher(mod func(*dispatch.MatcherOptions)) *dispatch.Matcher {
+	// Sweep at every tick: these tests have no relay to bring events (TestEventIntake has).
 	o := dispatch.MatcherOptions{Window: time.Second, OfferTimeout: 10 * time.Second, Radii: []float64{2000, 5000},
-		MaxSearch: 5 * time.Minute, Fresh: 24 * time.Hour, Now: r.clock.Now}
+		MaxSearch: 5 * time.Minute, Fresh: 24 * time.Hour, Now: r.clock.Now, Sweep: -1}
 	if mod != nil {
 		mod(&o)
 	}
-	return dispatch.NewMatcher(r.db, r.index, r.regions, r.notes, o, nil, zerolog.Nop())
+	return dispatch.NewMatcher(r.db, r.index, r.regions, r.notes, o, nil, zerolog.New(zerolog.NewTestWriter(r.t)).Level(zerolog.WarnLevel))
 }
 
 // driver puts an available driver at a point, with the skills given (both when none).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"math"
 	"sort"
 	"sync"
@@ -61,6 +62,11 @@ type MatcherOptions struct {
 	LeaseTTL time.Duration
 	// Owner names this process in region leases (default a random id).
 	Owner string
+	// Sweep is how often the loop lists every searching booking and open offer to reconcile what
+	// the events brought (default 5 s). Between sweeps bookings and closed offers arrive by
+	// Observe and ObserveOfferClosed, and a tick costs nothing per booking waiting. A negative
+	// Sweep sweeps at every tick (tests that run no relay).
+	Sweep time.Duration
 	Now   func() time.Time
 }
 
@@ -98,12 +104,15 @@ func (o *MatcherOptions) defaults() {
 	if o.Owner == "" {
 		o.Owner = NewID("matcher")
 	}
+	if o.Sweep == 0 {
+		o.Sweep = 5 * time.Second
+	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
 }
 
-// pending is what the matcher remembers of a searching booking between ticks.
+// pending is what the matcher remembers of a searching booking of a region it owns.
 type pending struct {
 	b        Booking
 	region   string
@@ -113,6 +122,7 @@ type pending struct {
 	excluded map[string]bool
 	offered  bool // it had an offer already (for the booking-to-offer histogram)
 	requeued bool // a driver accepted it and gave it back: first in line
+	history  bool // its exclusions must be read from the store
 }
 
 // owned is a region this matcher holds, with its fencing token.
@@ -126,13 +136,22 @@ type owned struct {
 // them the bookings, expires unanswered offers, starts scheduled bookings at their lead time,
 // and gives up on bookings that searched too long.
 //
-// State lives in the store and the locator; the matcher's memory is a cache rebuilt every tick,
-// so a restarted matcher, or one that takes over a region, picks up where another left off.
-// One driver, one booking is not the matcher's promise alone: the driver's lease makes offers
-// exclusive, and the store's conditional updates make assignments exclusive even when leases fail.
+// Bookings reach it by change: the outbox relay's booking events (Observe) and offers closed
+// elsewhere (ObserveOfferClosed), with a sweep every MatcherOptions.Sweep that lists what is
+// searching and open, as the safety net for a lost event and for a region just taken over. State
+// lives in the store and the locator; the matcher's memory is a cache of them, so a restarted
+// matcher, or one that takes over a region, picks up where another left off. One driver, one
+// booking is not the matcher's promise alone: the driver's lease makes offers exclusive, and the
+// store's conditional updates make assignments exclusive even when leases fail.
+//
+// Regions are shared out among the live matchers by rendezvous hashing (Regions.Members): a
+// matcher takes only the regions that hash to it, and hands over the others, so that several
+// processes split a busy city evenly.
+//
+// Lock order: inMu and mu are never held together.
 type Matcher struct {
 	store   MatchStore
-	loc     Locator
+	loc     MatchLocator
 	regions Regions
 	notify  Notifier
 	opts    MatcherOptions
@@ -146,24 +165,39 @@ type Matcher struct {
 	solveSeconds prometheus.Histogram
 	toOffer      prometheus.Histogram
 	pickupM      prometheus.Histogram
+	windowS      prometheus.Histogram
+	intake       *prometheus.CounterVec
 
-	mu        sync.Mutex // guards the fields below
-	pending   map[string]*pending
-	owned     map[string]*owned
-	skills    map[string]skillEntry
-	lastSched time.Time
+	inMu   sync.Mutex // guards the inbox
+	inBook map[string]Booking
+	inOff  []Offer
+
+	mu          sync.Mutex // guards the fields below
+	pending     map[string]*pending
+	gone        map[string]goneMark // bookings that left searching, against late events
+	owned       map[string]*owned
+	members     []string
+	membersAt   time.Time
+	lastSched   time.Time
+	lastSweep   time.Time
+	sweepNow    bool
+	profiles    map[string]DriverProfile
+	profilesAt  time.Time // the change time to ask from next
+	profilesRan bool
 }
 
-type skillEntry struct {
-	t  []Transmission
-	at time.Time
+type goneMark struct {
+	version int64
+	at      time.Time
 }
 
-// NewMatcher returns a matcher; its metrics are registered on reg.
-func NewMatcher(store MatchStore, loc Locator, regions Regions, notify Notifier, opts MatcherOptions, reg prometheus.Registerer, log zerolog.Logger) *Matcher {
+// NewMatcher returns a matcher; its metrics are registered on reg. loc is the locator as a
+// matcher uses it (geo.Replica in production).
+func NewMatcher(store MatchStore, loc MatchLocator, regions Regions, notify Notifier, opts MatcherOptions, reg prometheus.Registerer, log zerolog.Logger) *Matcher {
 	opts.defaults()
 	m := &Matcher{store: store, loc: loc, regions: regions, notify: notify, opts: opts, log: log,
-		pending: map[string]*pending{}, owned: map[string]*owned{}, skills: map[string]skillEntry{},
+		pending: map[string]*pending{}, owned: map[string]*owned{}, gone: map[string]goneMark{},
+		inBook: map[string]Booking{}, profiles: map[string]DriverProfile{},
 		offersSent:   prometheus.NewCounter(prometheus.CounterOpts{Name: "dispatch_offers_sent_total", Help: "Offers sent to drivers."}),
 		offersExpire: prometheus.NewCounter(prometheus.CounterOpts{Name: "dispatch_offers_expired_total", Help: "Offers that timed out."}),
 		unfulfilledC: prometheus.NewCounter(prometheus.CounterOpts{Name: "dispatch_bookings_unfulfilled_total", Help: "Bookings that found no driver in time."}),
@@ -172,11 +206,32 @@ func NewMatcher(store MatchStore, loc Locator, regions Regions, notify Notifier,
 		solveSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "dispatch_solve_seconds", Help: "Time to solve one window's assignment.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
 		toOffer:      prometheus.NewHistogram(prometheus.HistogramOpts{Name: "dispatch_booking_to_offer_seconds", Help: "From a booking searching to its first offer.", Buckets: prometheus.ExponentialBuckets(0.05, 1.4, 20)}),
 		pickupM:      prometheus.NewHistogram(prometheus.HistogramOpts{Name: "dispatch_offer_pickup_metres", Help: "Straight-line pickup distance of offers.", Buckets: prometheus.ExponentialBuckets(50, 1.5, 14)}),
+		windowS:      prometheus.NewHistogram(prometheus.HistogramOpts{Name: "dispatch_window_seconds", Help: "Time to match one window: candidates, solve and offers.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
+		intake:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dispatch_matcher_intake_total", Help: "Bookings and offers the matcher learned of, by source (event, sweep)."}, []string{"source"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.offersSent, m.offersExpire, m.unfulfilledC, m.searchingG, m.regionsG, m.solveSeconds, m.toOffer, m.pickupM)
+		reg.MustRegister(m.offersSent, m.offersExpire, m.unfulfilledC, m.searchingG, m.regionsG, m.solveSeconds, m.toOffer, m.pickupM, m.windowS, m.intake)
 	}
 	return m
+}
+
+// Observe takes a booking event (the outbox relay's, any process's): a searching booking of a
+// region this matcher may own joins the next window; one that left searching is dropped. Safe
+// for concurrent use; the next tick applies it.
+func (m *Matcher) Observe(b Booking) {
+	m.inMu.Lock()
+	if old, ok := m.inBook[b.ID]; !ok || b.Version >= old.Version {
+		m.inBook[b.ID] = b
+	}
+	m.inMu.Unlock()
+}
+
+// ObserveOfferClosed takes an offer closed outside this matcher (declined, revoked): its
+// booking is matched again at once. Safe for concurrent use.
+func (m *Matcher) ObserveOfferClosed(o Offer) {
+	m.inMu.Lock()
+	m.inOff = append(m.inOff, o)
+	m.inMu.Unlock()
 }
 
 // Run ticks until ctx is done, then gives its regions up so others take them at once. A
@@ -208,7 +263,9 @@ func (m *Matcher) releaseAll() {
 	m.owned = map[string]*owned{}
 	m.mu.Unlock()
 	for _, r := range regions {
-		_ = m.regions.Release(ctx, r, m.opts.Owner)
+		if err := m.regions.Release(ctx, r, m.opts.Owner); err != nil {
+			m.log.Warn().Err(err).Str("region", r).Msg("release region")
+		}
 	}
 }
 
@@ -224,12 +281,70 @@ func (m *Matcher) Owned() []string {
 	return out
 }
 
+// preferred reports whether region hashes to this matcher among the live ones (rendezvous
+// hashing: each region goes to the member with the highest hash of region and member, so a
+// member joining or leaving moves only its share).
+func (m *Matcher) preferred(region string) bool {
+	m.mu.Lock()
+	members := m.members
+	m.mu.Unlock()
+	if len(members) == 0 {
+		return true // membership unknown: the lease alone decides
+	}
+	best, bestH := "", uint64(0)
+	for _, mem := range members {
+		h := fnv.New64a()
+		h.Write([]byte(region))
+		h.Write([]byte{0})
+		h.Write([]byte(mem))
+		if v := h.Sum64(); best == "" || v > bestH {
+			best, bestH = mem, v
+		}
+	}
+	return best == m.opts.Owner
+}
+
+// refreshMembers heartbeats this matcher and reads the live ones (at a third of the lease TTL).
+// Liveness is a matter of the wall clock (Redis's), not of the matcher's business clock.
+func (m *Matcher) refreshMembers(ctx context.Context) {
+	now := time.Now()
+	m.mu.Lock()
+	due := now.Sub(m.membersAt) >= m.opts.LeaseTTL/3 || m.membersAt.After(now)
+	m.mu.Unlock()
+	if !due {
+		return
+	}
+	members, err := m.regions.Members(ctx, m.opts.Owner, m.opts.LeaseTTL)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.membersAt = now
+	if err != nil {
+		m.log.Warn().Err(err).Msg("matcher membership")
+		m.members = nil
+		return
+	}
+	m.members = members
+}
+
 // own reports whether this matcher holds region now, taking or renewing the lease as needed.
+// A region that hashes to another live matcher is not taken, and is handed over if held.
 func (m *Matcher) own(ctx context.Context, region string, now time.Time) (int64, bool) {
 	m.mu.Lock()
 	o := m.owned[region]
 	m.mu.Unlock()
-	if o != nil && now.Sub(o.renewed) < m.opts.LeaseTTL/3 {
+	if !m.preferred(region) {
+		if o != nil {
+			m.mu.Lock()
+			delete(m.owned, region)
+			m.mu.Unlock()
+			if err := m.regions.Release(ctx, region, m.opts.Owner); err != nil {
+				m.log.Warn().Err(err).Str("region", region).Msg("hand region over")
+			}
+			m.log.Info().Str("region", region).Msg("region handed over")
+		}
+		return 0, false
+	}
+	if o != nil && now.Sub(o.renewed) < m.opts.LeaseTTL/3 && !o.renewed.After(now) {
 		return o.fence, true
 	}
 	fence, ok, err := m.regions.Acquire(ctx, region, m.opts.Owner, m.opts.LeaseTTL)
@@ -244,17 +359,123 @@ func (m *Matcher) own(ctx context.Context, region string, now time.Time) (int64,
 	}
 	if o == nil {
 		m.log.Info().Str("region", region).Int64("fence", fence).Msg("region acquired")
+		m.sweepNow = true // what another owner left there: its bookings and open offers
 	}
 	m.owned[region] = &owned{fence: fence, renewed: now}
 	return fence, true
 }
 
-// Tick is one pass of the loop (exported for tests that step time themselves).
+// Tick is one pass of the loop (exported for tests that step time themselves); one at a time.
+// Its cost grows with what changed since the last tick and with the window it matches, not with
+// the backlog.
 func (m *Matcher) Tick(ctx context.Context) error {
 	now := m.opts.Now()
 	if err := m.startScheduled(ctx, now); err != nil {
 		return err
 	}
+	m.refreshMembers(ctx)
+	m.applyInbox(ctx, now)
+	m.mu.Lock()
+	sweep := m.sweepNow || m.opts.Sweep < 0 || now.Sub(m.lastSweep) >= m.opts.Sweep || m.lastSweep.After(now)
+	m.mu.Unlock()
+	if sweep {
+		if err := m.sweep(ctx, now); err != nil {
+			return err
+		}
+	}
+	fences := m.renew(ctx, now)
+	m.expireOffers(ctx, now, fences)
+	if err := m.readHistory(ctx); err != nil {
+		return err
+	}
+	ready, oldest, expired := m.ready(now, fences)
+	for _, b := range expired {
+		m.unfulfilled(ctx, b)
+	}
+	if len(ready) == 0 || now.Sub(oldest) < m.opts.Window {
+		return nil
+	}
+	start := time.Now()
+	err := m.match(ctx, ready, fences, now)
+	m.windowS.Observe(time.Since(start).Seconds())
+	return err
+}
+
+// applyInbox applies the events that arrived since the last tick.
+func (m *Matcher) applyInbox(ctx context.Context, now time.Time) {
+	m.inMu.Lock()
+	books, offs := m.inBook, m.inOff
+	if len(books) > 0 {
+		m.inBook = map[string]Booking{}
+	}
+	m.inOff = nil
+	m.inMu.Unlock()
+	for _, b := range books {
+		m.intake.WithLabelValues("event").Inc()
+		m.observe(ctx, b, now)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, o := range offs {
+		m.intake.WithLabelValues("event").Inc()
+		p := m.pending[o.BookingID]
+		if p == nil || p.offer == nil || p.offer.ID != o.ID {
+			continue
+		}
+		p.excluded[o.DriverID] = true
+		p.offer = nil
+		p.readyAt = now.Add(-m.opts.Window) // offered again in this very tick
+	}
+}
+
+// observe takes one booking as it is now (from an event or a sweep).
+func (m *Matcher) observe(ctx context.Context, b Booking, now time.Time) {
+	if b.Status != StatusSearching {
+		m.mu.Lock()
+		delete(m.pending, b.ID)
+		if g := m.gone[b.ID]; b.Version > g.version {
+			m.gone[b.ID] = goneMark{version: b.Version, at: now}
+		}
+		m.mu.Unlock()
+		return
+	}
+	region := m.regions.RegionOf(b.Pickup.Lat, b.Pickup.Lng)
+	if _, ok := m.own(ctx, region, now); !ok {
+		m.mu.Lock()
+		delete(m.pending, b.ID)
+		m.mu.Unlock()
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if g, ok := m.gone[b.ID]; ok && b.Version <= g.version {
+		return // a late event of a booking that has moved on
+	}
+	p, ok := m.pending[b.ID]
+	if !ok {
+		ready := searchingSince(b, m.opts.ScheduleLead)
+		if ready.After(now) {
+			ready = now
+		}
+		m.pending[b.ID] = &pending{b: b, region: region, readyAt: ready, excluded: map[string]bool{}, history: true}
+		return
+	}
+	if b.Version > p.b.Version && p.offer != nil {
+		// It went through other states since (accepted, then given back): its offer is over,
+		// and its history must be read again.
+		p.excluded[p.offer.DriverID] = true
+		p.offer = nil
+		p.readyAt = now
+		p.history = true
+	}
+	if b.Version >= p.b.Version {
+		p.b = b
+	}
+}
+
+// sweep lists every searching booking and open offer and reconciles the pending set with them:
+// the safety net for lost events, and the intake of a region just taken over.
+func (m *Matcher) sweep(ctx context.Context, now time.Time) error {
 	searching, err := m.store.SearchingBookings(ctx, 10000)
 	if err != nil {
 		return fmt.Errorf("list searching: %w", err)
@@ -263,126 +484,178 @@ func (m *Matcher) Tick(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("list open offers: %w", err)
 	}
-	openByBooking := map[string]Offer{}
+	m.mu.Lock()
+	m.lastSweep, m.sweepNow = now, false
+	for id, g := range m.gone {
+		if now.Sub(g.at) > time.Minute {
+			delete(m.gone, id)
+		}
+	}
+	m.mu.Unlock()
+	openByBooking := make(map[string]Offer, len(open))
 	for _, o := range open {
 		openByBooking[o.BookingID] = o
 	}
-	// Which regions are ours this tick (renewing at a third of the TTL). The leases are taken
-	// concurrently, as are the expiries and the offers below: each is a few Redis round trips,
-	// and one after the other they stalled matching when Redis answered slowly
-	// (TestFaultRedisLatency in cmd/dispatchd).
-	var busy []string
-	mine := map[string]int64{}
+	seen := make(map[string]bool, len(searching))
 	for _, b := range searching {
-		r := m.regions.RegionOf(b.Pickup.Lat, b.Pickup.Lng)
-		if _, seen := mine[r]; !seen {
-			mine[r] = 0
-			busy = append(busy, r)
+		m.mu.Lock()
+		_, known := m.pending[b.ID]
+		m.mu.Unlock()
+		if !known {
+			m.intake.WithLabelValues("sweep").Inc()
 		}
-	}
-	fences := make([]int64, len(busy))
-	var lg errgroup.Group
-	lg.SetLimit(16)
-	for i, r := range busy {
-		lg.Go(func() error {
-			if fence, ok := m.own(ctx, r, now); ok {
-				fences[i] = fence
+		m.observe(ctx, b, now)
+		m.mu.Lock()
+		p := m.pending[b.ID]
+		if p != nil {
+			seen[b.ID] = true
+			if o, ok := openByBooking[b.ID]; ok {
+				p.offer, p.offered, p.readyAt = &o, true, time.Time{}
+			} else if p.offer != nil {
+				// Its offer was declined, expired or revoked: never offer it to that driver again.
+				p.excluded[p.offer.DriverID] = true
+				p.offer = nil
+				p.readyAt = now
 			}
-			return nil
-		})
-	}
-	_ = lg.Wait()
-	for i, r := range busy {
-		mine[r] = fences[i]
+		}
+		m.mu.Unlock()
 	}
 	m.mu.Lock()
-	for r := range m.owned {
-		if _, busy := mine[r]; !busy && now.Sub(m.owned[r].renewed) < m.opts.LeaseTTL/3 {
-			mine[r] = m.owned[r].fence // keep quiet regions until their renewal is due
-		}
-	}
-	m.regionsG.Set(float64(len(m.owned)))
-	m.mu.Unlock()
-
-	// Offers past their time expire whoever made them (a matcher that died leaves them).
-	var eg errgroup.Group
-	eg.SetLimit(16)
-	for _, o := range open {
-		if now.After(o.ExpiresAt) && mine[m.regionOfOffer(o, searching)] > 0 {
-			eg.Go(func() error { m.expire(ctx, o); return nil })
-			delete(openByBooking, o.BookingID)
-		}
-	}
-	_ = eg.Wait()
-	m.mu.Lock()
-	seen := map[string]bool{}
-	var fresh []*pending
-	for _, b := range searching {
-		region := m.regions.RegionOf(b.Pickup.Lat, b.Pickup.Lng)
-		if mine[region] == 0 {
-			continue
-		}
-		seen[b.ID] = true
-		p, ok := m.pending[b.ID]
-		if !ok {
-			p = &pending{b: b, region: region, excluded: map[string]bool{}}
-			m.pending[b.ID] = p
-			fresh = append(fresh, p)
-		} else if b.Version != p.b.Version && p.offer != nil {
-			// It went through other states since (accepted, then given back): read its history again.
-			fresh = append(fresh, p)
-		}
-		p.b = b
-		if o, ok := openByBooking[b.ID]; ok {
-			p.offer = &o
-			p.offered = true
-			p.readyAt = time.Time{}
-			continue
-		}
-		if p.offer != nil {
-			// Its offer was declined, expired or revoked: never offer it to that driver again.
-			p.excluded[p.offer.DriverID] = true
-			p.offer = nil
-		}
-		if p.readyAt.IsZero() {
-			p.readyAt = now
-		}
-	}
 	for id := range m.pending {
 		if !seen[id] {
 			delete(m.pending, id)
 		}
 	}
-	m.searchingG.Set(float64(len(m.pending)))
 	m.mu.Unlock()
-	// Drivers who declined before (perhaps to another matcher) stay excluded after a takeover.
-	if len(fresh) > 0 {
-		ids := make([]string, len(fresh))
-		for i, p := range fresh {
-			ids[i] = p.b.ID
+	return nil
+}
+
+// renew keeps the leases of the regions with work, and of quiet ones until their renewal is
+// due, and returns the fence of each region held.
+func (m *Matcher) renew(ctx context.Context, now time.Time) map[string]int64 {
+	m.mu.Lock()
+	busy := map[string]bool{}
+	for _, p := range m.pending {
+		busy[p.region] = true
+	}
+	for r, o := range m.owned {
+		if !busy[r] && now.Sub(o.renewed) >= m.opts.LeaseTTL/3 {
+			busy[r] = true // renew a quiet region rather than let it lapse mid-flight
 		}
-		declined, cancelled, err := m.store.Exclusions(ctx, ids)
-		if err != nil {
-			return fmt.Errorf("exclusions: %w", err)
+	}
+	m.mu.Unlock()
+	regions := make([]string, 0, len(busy))
+	for r := range busy {
+		regions = append(regions, r)
+	}
+	fences := make([]int64, len(regions))
+	var g errgroup.Group
+	g.SetLimit(16)
+	for i, r := range regions {
+		g.Go(func() error {
+			fences[i], _ = m.own(ctx, r, now)
+			return nil
+		})
+	}
+	_ = g.Wait()
+	out := map[string]int64{}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i, r := range regions {
+		if fences[i] > 0 {
+			out[r] = fences[i]
 		}
+	}
+	for r, o := range m.owned {
+		if _, ok := out[r]; !ok {
+			out[r] = o.fence
+		}
+	}
+	for id, p := range m.pending {
+		if out[p.region] == 0 {
+			delete(m.pending, id) // the region went to another matcher
+		}
+	}
+	m.regionsG.Set(float64(len(m.owned)))
+	m.searchingG.Set(float64(len(m.pending)))
+	return out
+}
+
+// expireOffers closes the open offers past their time in the regions held (whoever made them).
+func (m *Matcher) expireOffers(ctx context.Context, now time.Time, fences map[string]int64) {
+	m.mu.Lock()
+	var due []*pending
+	for _, p := range m.pending {
+		if p.offer != nil && now.After(p.offer.ExpiresAt) && fences[p.region] > 0 {
+			due = append(due, p)
+		}
+	}
+	m.mu.Unlock()
+	var g errgroup.Group
+	g.SetLimit(16)
+	for _, p := range due {
 		m.mu.Lock()
-		for _, p := range fresh {
-			for _, d := range declined[p.b.ID] {
-				p.excluded[d] = true
-			}
-			for _, d := range cancelled[p.b.ID] {
-				p.excluded[d] = true
-			}
-			p.requeued = len(cancelled[p.b.ID]) > 0
-		}
+		o := *p.offer
 		m.mu.Unlock()
+		g.Go(func() error {
+			m.expire(ctx, o)
+			m.mu.Lock()
+			if p.offer != nil && p.offer.ID == o.ID {
+				p.excluded[o.DriverID] = true
+				p.offer = nil
+				p.readyAt = now
+			}
+			m.mu.Unlock()
+			return nil
+		})
+	}
+	_ = g.Wait()
+}
+
+// readHistory reads, for the bookings new to this matcher, who declined or gave them back
+// before (perhaps to another matcher): they stay excluded after a takeover. One query a tick.
+func (m *Matcher) readHistory(ctx context.Context) error {
+	m.mu.Lock()
+	var fresh []*pending
+	for _, p := range m.pending {
+		if p.history {
+			fresh = append(fresh, p)
+		}
+	}
+	m.mu.Unlock()
+	if len(fresh) == 0 {
+		return nil
+	}
+	ids := make([]string, len(fresh))
+	for i, p := range fresh {
+		ids[i] = p.b.ID
+	}
+	declined, cancelled, err := m.store.Exclusions(ctx, ids)
+	if err != nil {
+		return fmt.Errorf("exclusions: %w", err)
 	}
 	m.mu.Lock()
-	var ready []*pending
-	var oldest time.Time
-	var expired []Booking
+	defer m.mu.Unlock()
+	for _, p := range fresh {
+		for _, d := range declined[p.b.ID] {
+			p.excluded[d] = true
+		}
+		for _, d := range cancelled[p.b.ID] {
+			p.excluded[d] = true
+		}
+		p.requeued = len(cancelled[p.b.ID]) > 0
+		p.history = false
+	}
+	return nil
+}
+
+// ready lists the bookings waiting for a window, the time the oldest began to wait, and those
+// that searched too long.
+func (m *Matcher) ready(now time.Time, fences map[string]int64) (ready []*pending, oldest time.Time, expired []Booking) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	for _, p := range m.pending {
-		if p.offer != nil || p.readyAt.IsZero() {
+		if p.offer != nil || p.readyAt.IsZero() || fences[p.region] == 0 {
 			continue
 		}
 		if now.Sub(searchingSince(p.b, m.opts.ScheduleLead)) > m.opts.MaxSearch {
@@ -394,26 +667,7 @@ func (m *Matcher) Tick(ctx context.Context) error {
 			oldest = p.readyAt
 		}
 	}
-	m.mu.Unlock()
-	for _, b := range expired {
-		m.unfulfilled(ctx, b)
-	}
-	if len(ready) == 0 || now.Sub(oldest) < m.opts.Window {
-		return nil
-	}
-	return m.match(ctx, ready, mine, now)
-}
-
-func (m *Matcher) regionOfOffer(o Offer, searching []Booking) string {
-	if o.Region != "" {
-		return o.Region
-	}
-	for _, b := range searching {
-		if b.ID == o.BookingID {
-			return m.regions.RegionOf(b.Pickup.Lat, b.Pickup.Lng)
-		}
-	}
-	return ""
+	return ready, oldest, expired
 }
 
 // searchingSince is when a booking began to search: its creation, or its lead time if scheduled.
@@ -440,10 +694,13 @@ func (m *Matcher) startScheduled(ctx context.Context, now time.Time) error {
 		return fmt.Errorf("due scheduled: %w", err)
 	}
 	for _, b := range bs {
-		_, err := m.store.Transition(ctx, Change{BookingID: b.ID, From: []Status{StatusScheduled}, To: StatusSearching,
+		nb, err := m.store.Transition(ctx, Change{BookingID: b.ID, From: []Status{StatusScheduled}, To: StatusSearching,
 			Version: b.Version, Actor: "system", Reason: "lead time reached", At: now})
 		if err != nil && !errors.Is(err, ErrConflict) {
 			return fmt.Errorf("start scheduled %s: %w", b.ID, err)
+		}
+		if err == nil {
+			m.Observe(nb)
 		}
 	}
 	return nil
@@ -457,16 +714,27 @@ func (m *Matcher) expire(ctx context.Context, o Offer) {
 		return
 	}
 	m.offersExpire.Inc()
-	_ = m.loc.Release(ctx, o.DriverID, o.ID)
-	if st, err := m.loc.State(ctx, o.DriverID); err == nil && st == DriverOffered {
-		_ = m.loc.SetState(ctx, o.DriverID, DriverAvailable)
+	if err := m.loc.Release(ctx, o.DriverID, o.ID); err != nil {
+		m.log.Warn().Err(err).Str("offer", o.ID).Msg("release driver of an expired offer")
 	}
-	_ = m.notify.ToDriver(ctx, o.DriverID, "offer.revoked", map[string]any{"offer_id": o.ID, "reason": "expired"})
+	if st, err := m.loc.State(ctx, o.DriverID); err == nil && st == DriverOffered {
+		if err := m.loc.SetState(ctx, o.DriverID, DriverAvailable); err != nil {
+			m.log.Warn().Err(err).Str("driver", o.DriverID).Msg("free driver of an expired offer")
+		}
+	}
+	if err := m.notify.ToDriver(ctx, o.DriverID, "offer.revoked", map[string]any{"offer_id": o.ID, "reason": "expired"}); err != nil {
+		m.log.Warn().Err(err).Str("offer", o.ID).Msg("tell driver of an expired offer")
+	}
 }
 
 func (m *Matcher) unfulfilled(ctx context.Context, b Booking) {
 	_, err := m.store.Transition(ctx, Change{BookingID: b.ID, From: []Status{StatusSearching}, To: StatusUnfulfilled,
 		Actor: "system", Reason: "no driver found in time", At: m.opts.Now()})
+	if err == nil || errors.Is(err, ErrConflict) {
+		m.mu.Lock()
+		delete(m.pending, b.ID)
+		m.mu.Unlock()
+	}
 	if err == nil {
 		m.unfulfilledC.Inc()
 	} else if !errors.Is(err, ErrConflict) {
@@ -474,27 +742,37 @@ func (m *Matcher) unfulfilled(ctx context.Context, b Booking) {
 	}
 }
 
-type cand struct {
-	driver string
-	dist   float64
-}
-
-// skillsOf returns the transmissions a driver can drive (cached for a minute).
-func (m *Matcher) skillsOf(ctx context.Context, driverID string, now time.Time) []Transmission {
+// refreshProfiles brings the drivers' profiles changed since the last call into memory: one
+// query a window, with no read per candidate (at 19,000 drivers the per-candidate reads of a
+// shared pool stalled matching for a minute). Changes are read again with 5 s of overlap, as a
+// transaction may commit a little after the time it wrote.
+func (m *Matcher) refreshProfiles(ctx context.Context) {
 	m.mu.Lock()
-	e, ok := m.skills[driverID]
-	m.mu.Unlock()
-	if ok && now.Sub(e.at) < time.Minute {
-		return e.t
+	since := m.profilesAt
+	if m.profilesRan {
+		since = since.Add(-5 * time.Second)
 	}
-	d, err := m.store.Driver(ctx, driverID)
-	if err != nil {
-		return nil
-	}
-	m.mu.Lock()
-	m.skills[driverID] = skillEntry{t: d.Transmissions, at: now}
 	m.mu.Unlock()
-	return d.Transmissions
+	for {
+		ps, last, err := m.store.DriversChangedSince(ctx, since, 5000)
+		if err != nil {
+			m.log.Warn().Err(err).Msg("read driver profiles")
+			return
+		}
+		m.mu.Lock()
+		for _, p := range ps {
+			m.profiles[p.ID] = p
+		}
+		if last.After(m.profilesAt) {
+			m.profilesAt = last
+		}
+		m.profilesRan = true
+		m.mu.Unlock()
+		if len(ps) < 5000 || !last.After(since) {
+			return
+		}
+		since = last
+	}
 }
 
 func can(skills []Transmission, t Transmission) bool {
@@ -506,41 +784,48 @@ func can(skills []Transmission, t Transmission) bool {
 	return false
 }
 
+type cand struct {
+	driver string
+	dist   float64
+}
+
 // candidates finds, for each ready booking, the nearest available, fresh drivers who can drive
-// its car and have not turned it down, within its current radius step.
+// its car and have not turned it down, within its current radius step: one batch search.
 func (m *Matcher) candidates(ctx context.Context, ready []*pending, now time.Time) ([][]cand, error) {
 	fresh := now.Add(-m.opts.Fresh)
-	out := make([][]cand, len(ready))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(16)
+	qs := make([]Search, len(ready))
+	m.mu.Lock()
+	// Only refreshProfiles writes the map, on the tick's goroutine, as candidates runs: the
+	// searches may read it without the lock.
+	profiles := m.profiles
 	for i, p := range ready {
-		m.mu.Lock()
 		step := min(p.rounds, len(m.opts.Radii)-1)
 		excl := make(map[string]bool, len(p.excluded))
 		for d := range p.excluded {
 			excl[d] = true
 		}
-		m.mu.Unlock()
-		g.Go(func() error {
-			near, err := m.loc.Nearby(gctx, p.b.Pickup.Lat, p.b.Pickup.Lng, m.opts.Radii[step], m.opts.Candidates*2,
-				func(pos Position) bool {
-					return pos.State == DriverAvailable && pos.At.After(fresh) && !excl[pos.DriverID]
-				})
-			if err != nil {
-				return fmt.Errorf("candidates for %s: %w", p.b.ID, err)
-			}
-			for _, n := range near {
-				if len(out[i]) == m.opts.Candidates {
-					break
+		car := p.b.Car.Transmission
+		qs[i] = Search{Lat: p.b.Pickup.Lat, Lng: p.b.Pickup.Lng, RadiusM: m.opts.Radii[step], Limit: m.opts.Candidates,
+			Keep: func(pos Position) bool {
+				if !pos.At.After(fresh) || excl[pos.DriverID] {
+					return false
 				}
-				if can(m.skillsOf(gctx, n.DriverID, now), p.b.Car.Transmission) {
-					out[i] = append(out[i], cand{n.DriverID, n.DistanceM})
-				}
-			}
-			return nil
-		})
+				prof, ok := profiles[pos.DriverID]
+				return ok && can(prof.Transmissions, car)
+			}}
 	}
-	return out, g.Wait()
+	m.mu.Unlock()
+	near, err := m.loc.NearbyAvailableMany(ctx, qs)
+	if err != nil {
+		return nil, fmt.Errorf("candidates: %w", err)
+	}
+	out := make([][]cand, len(ready))
+	for i, ns := range near {
+		for _, n := range ns {
+			out[i] = append(out[i], cand{n.DriverID, n.DistanceM})
+		}
+	}
+	return out, nil
 }
 
 // match solves one window: candidates per booking, the assignment, then offers.
@@ -552,6 +837,7 @@ func (m *Matcher) match(ctx context.Context, ready []*pending, fences map[string
 		}
 		return ready[i].b.CreatedAt.Before(ready[j].b.CreatedAt)
 	})
+	m.refreshProfiles(ctx)
 	cands, err := m.candidates(ctx, ready, now)
 	if err != nil {
 		return err
@@ -583,70 +869,142 @@ func (m *Matcher) match(ctx context.Context, ready []*pending, fences map[string
 		chosen = Assign(len(ready), len(drivers), edges)
 	}
 	m.solveSeconds.Observe(time.Since(start).Seconds())
-	// The chosen drivers are distinct: the offers are independent and go out concurrently.
-	var g errgroup.Group
-	g.SetLimit(16)
+	var picks []pick
+	m.mu.Lock()
 	for i, p := range ready {
 		if chosen[i] < 0 {
-			m.mu.Lock()
 			p.rounds++
 			p.readyAt = now
-			m.mu.Unlock()
 			continue
 		}
 		driver := drivers[chosen[i]]
-		dist := 0.0
 		for _, c := range cands[i] {
 			if c.driver == driver {
-				dist = c.dist
+				picks = append(picks, pick{p: p, driver: driver, dist: c.dist})
+				break
 			}
 		}
+	}
+	m.mu.Unlock()
+	return m.offerAll(ctx, picks, fences, now)
+}
+
+// pick is a booking of the window and the driver the solver gave it.
+type pick struct {
+	p      *pending
+	driver string
+	dist   float64
+	offer  Offer
+}
+
+// offerAll sends a window's offers in a few exchanges: the drivers' leases in one pipeline,
+// one transaction per region for the offers, the drivers' states in one batch and the frames in
+// one publish batch (one offer at a time, 457-611 offers took 1.3-1.5 s).
+func (m *Matcher) offerAll(ctx context.Context, picks []pick, fences map[string]int64, now time.Time) error {
+	if len(picks) == 0 {
+		return nil
+	}
+	// The driver's time to answer runs from the offer, not from the tick: the window's search
+	// may have taken a while (TestFaultRedisLatency).
+	at := m.opts.Now()
+	leases := make([]Lease, len(picks))
+	for i := range picks {
+		pk := &picks[i]
+		pk.offer = Offer{ID: NewID("of"), BookingID: pk.p.b.ID, DriverID: pk.driver, Status: OfferOpen,
+			DistanceM: int(pk.dist + 0.5), CreatedAt: at, ExpiresAt: at.Add(m.opts.OfferTimeout),
+			Region: pk.p.region, Fence: fences[pk.p.region]}
+		leases[i] = Lease{DriverID: pk.driver, Token: pk.offer.ID, TTL: m.opts.OfferTimeout + 5*time.Second}
+	}
+	got, err := m.loc.ReserveMany(ctx, leases)
+	if err != nil {
+		m.retryLater(picks, now)
+		return fmt.Errorf("lease drivers: %w", err)
+	}
+	byRegion := map[string][]int{}
+	for i, ok := range got {
+		if !ok {
+			// Someone else is offering this driver something: try again next window.
+			m.retryLater(picks[i:i+1], now)
+			continue
+		}
+		byRegion[picks[i].p.region] = append(byRegion[picks[i].p.region], i)
+	}
+	made := make([]bool, len(picks))
+	var g errgroup.Group
+	g.SetLimit(8)
+	for region, idx := range byRegion {
 		g.Go(func() error {
-			if err := m.offer(ctx, p, driver, dist, fences[p.region], now); err != nil {
-				m.log.Warn().Err(err).Str("booking", p.b.ID).Str("driver", driver).Msg("offer")
+			offers := make([]Offer, len(idx))
+			for k, i := range idx {
+				offers[k] = picks[i].offer
+			}
+			refused, err := m.store.CreateOffers(ctx, region, fences[region], offers)
+			if err != nil {
+				m.log.Warn().Err(err).Str("region", region).Int("offers", len(offers)).Msg("record offers")
+			}
+			for _, i := range idx {
+				if err == nil && !refused[picks[i].offer.BookingID] {
+					made[i] = true
+				}
 			}
 			return nil
 		})
 	}
-	return g.Wait()
-}
-
-// offer leases the driver, records the offer under the region's fence and tells the driver.
-func (m *Matcher) offer(ctx context.Context, p *pending, driverID string, distM float64, fence int64, now time.Time) error {
-	// The driver's time to answer runs from this offer, not from the tick: the window's search
-	// and the offers made before this one may have taken seconds (Redis slow: with 500 ms added,
-	// offers timed from the tick had expired before they were sent; TestFaultRedisLatency).
-	at := m.opts.Now()
-	o := Offer{ID: NewID("of"), BookingID: p.b.ID, DriverID: driverID, Status: OfferOpen,
-		DistanceM: int(distM + 0.5), CreatedAt: at, ExpiresAt: at.Add(m.opts.OfferTimeout),
-		Region: p.region, Fence: fence}
-	ok, err := m.loc.Reserve(ctx, driverID, o.ID, m.opts.OfferTimeout+5*time.Second)
-	if err != nil {
-		return err
+	_ = g.Wait()
+	var sent []string
+	var msgs []DriverMessage
+	m.mu.Lock()
+	for i := range picks {
+		pk := &picks[i]
+		if !got[i] {
+			continue
+		}
+		if !made[i] {
+			pk.p.readyAt = now
+			continue
+		}
+		o := pk.offer
+		if !pk.p.offered {
+			m.toOffer.Observe(at.Sub(searchingSince(pk.p.b, m.opts.ScheduleLead)).Seconds())
+		}
+		pk.p.offered, pk.p.offer, pk.p.readyAt = true, &o, time.Time{}
+		sent = append(sent, pk.driver)
+		msgs = append(msgs, DriverMessage{DriverID: pk.driver, Type: "offer", Data: OfferMessage(o, pk.p.b)})
+		m.pickupM.Observe(pk.dist)
 	}
-	if !ok {
-		// Someone else is offering this driver something: try again next window.
-		m.mu.Lock()
-		p.readyAt = now
-		m.mu.Unlock()
+	m.mu.Unlock()
+	for i := range picks {
+		if got[i] && !made[i] {
+			if err := m.loc.Release(ctx, picks[i].driver, picks[i].offer.ID); err != nil {
+				m.log.Warn().Err(err).Str("driver", picks[i].driver).Msg("release driver")
+			}
+		}
+	}
+	if len(sent) == 0 {
 		return nil
 	}
-	if err := m.store.CreateOffer(ctx, o); err != nil {
-		_ = m.loc.Release(ctx, driverID, o.ID)
-		return err
+	m.offersSent.Add(float64(len(sent)))
+	if err := m.loc.SetStates(ctx, sent, DriverOffered); err != nil {
+		m.log.Warn().Err(err).Int("drivers", len(sent)).Msg("mark drivers offered")
 	}
-	_ = m.loc.SetState(ctx, driverID, DriverOffered)
+	if bn, ok := m.notify.(BatchNotifier); ok {
+		return bn.ToDrivers(ctx, msgs)
+	}
+	for _, msg := range msgs {
+		if err := m.notify.ToDriver(ctx, msg.DriverID, msg.Type, msg.Data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// retryLater puts picks back into the next window.
+func (m *Matcher) retryLater(picks []pick, now time.Time) {
 	m.mu.Lock()
-	if !p.offered {
-		m.toOffer.Observe(now.Sub(searchingSince(p.b, m.opts.ScheduleLead)).Seconds())
+	defer m.mu.Unlock()
+	for _, pk := range picks {
+		pk.p.readyAt = now
 	}
-	p.offered = true
-	p.offer = &o
-	p.readyAt = time.Time{}
-	m.mu.Unlock()
-	m.offersSent.Inc()
-	m.pickupM.Observe(distM)
-	return m.notify.ToDriver(ctx, driverID, "offer", OfferMessage(o, p.b))
 }
 
 // OfferMessage is the driver's `offer` frame (API.md).

@@ -62,6 +62,21 @@ type BookingStore interface {
 	UpsertDriver(ctx context.Context, d DriverProfile) error
 	// ActiveBookingOf returns the driver's active booking (assigned, arrived, in_progress), or ErrNotFound.
 	ActiveBookingOf(ctx context.Context, driverID string) (Booking, error)
+	// Resume returns what a driver's reconnecting socket needs: its active booking, if any,
+	// and its open offers with their bookings, in one read.
+	Resume(ctx context.Context, driverID string) (Resume, error)
+}
+
+// Resume is a driver's state to send again on reconnect.
+type Resume struct {
+	Active *Booking
+	Offers []OfferOf
+}
+
+// OfferOf is an offer with its booking.
+type OfferOf struct {
+	Offer   Offer
+	Booking Booking
 }
 
 // DriverProfile is what the business knows about a driver.
@@ -122,6 +137,9 @@ type Locator interface {
 	// Nearby returns up to limit drivers within radiusM of (lat, lng), nearest first, among
 	// those for which keep returns true (keep may be nil).
 	Nearby(ctx context.Context, lat, lng, radiusM float64, limit int, keep func(Position) bool) ([]Nearby, error)
+	// NearbyAvailable is Nearby among available drivers only. An index may keep those apart, so
+	// that a search where nobody is free within reach costs little.
+	NearbyAvailable(ctx context.Context, lat, lng, radiusM float64, limit int, keep func(Position) bool) ([]Nearby, error)
 	// Position returns a driver's latest position, or ErrNotFound.
 	Position(ctx context.Context, driverID string) (Position, error)
 	// SetState records a driver's state, in the index and as the driver's own record.
@@ -134,6 +152,49 @@ type Locator interface {
 	Release(ctx context.Context, driverID, token string) error
 }
 
+// Search is one query of a batch of NearbyAvailable searches.
+type Search struct {
+	Lat, Lng, RadiusM float64
+	Limit             int
+	Keep              func(Position) bool
+}
+
+// Lease is one driver lease of a batch.
+type Lease struct {
+	DriverID, Token string
+	TTL             time.Duration
+}
+
+// MatchLocator is the locator as the matching loop uses it: whole windows at a time, so that a
+// window of a thousand bookings costs a few round trips, not thousands.
+type MatchLocator interface {
+	Locator
+	// NearbyAvailableMany answers NearbyAvailable for each query, in order.
+	NearbyAvailableMany(ctx context.Context, qs []Search) ([][]Nearby, error)
+	// ReserveMany takes each lease whose driver nobody holds (in one exchange) and reports which.
+	ReserveMany(ctx context.Context, ls []Lease) ([]bool, error)
+	// SetStates records the same state for several drivers, as SetState does for one.
+	SetStates(ctx context.Context, driverIDs []string, s DriverState) error
+}
+
+// BatchNotifier is a Notifier that can deliver a window's messages in one exchange.
+type BatchNotifier interface {
+	Notifier
+	ToDrivers(ctx context.Context, msgs []DriverMessage) error
+}
+
+// DriverMessage is one frame for one driver.
+type DriverMessage struct {
+	DriverID, Type string
+	Data           any
+}
+
+// OfferEvents tells every matcher that an offer was closed outside it (a driver declined, or
+// was gone), so that the booking is offered again at once rather than at the next sweep.
+type OfferEvents interface {
+	OfferClosed(ctx context.Context, o Offer) error
+}
+
 // MatchStore is what the matching loop needs: the store and its work queue.
 type MatchStore interface {
 	BookingStore
@@ -144,6 +205,13 @@ type MatchStore interface {
 	// Exclusions returns, per booking, the drivers who declined or let expire its offers and the
 	// drivers who accepted it and then gave it back.
 	Exclusions(ctx context.Context, bookingIDs []string) (declined, cancelled map[string][]string, err error)
+	// CreateOffers records a window's open offers of one region in one transaction, under the
+	// region's fence: ErrConflict for all when the fence is stale. Offers whose booking is not
+	// searching any more are left out and returned in refused; the others are recorded.
+	CreateOffers(ctx context.Context, region string, fence int64, offers []Offer) (refused map[string]bool, err error)
+	// DriversChangedSince returns the profiles changed at or after since (every profile when
+	// since is zero), oldest change first, at most limit, with the change time of the last.
+	DriversChangedSince(ctx context.Context, since time.Time, limit int) ([]DriverProfile, time.Time, error)
 }
 
 // DriverView is a driver as the apps and the live map see it (API.md "DriverView").
@@ -174,4 +242,7 @@ type Regions interface {
 	Acquire(ctx context.Context, region, owner string, ttl time.Duration) (fence int64, ok bool, err error)
 	// Release gives the lease up if owner holds it.
 	Release(ctx context.Context, region, owner string) error
+	// Members records owner as a live matcher for ttl and lists the live matchers (owner
+	// among them), so that each region goes to one of them by rendezvous hashing.
+	Members(ctx context.Context, owner string, ttl time.Duration) ([]string, error)
 }

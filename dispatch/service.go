@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"math/big"
 	"time"
@@ -35,6 +36,9 @@ type ServiceOptions struct {
 	MaxAhead time.Duration
 	// Trails, when set, gives each completed trip its route (nil: trips are recorded without one).
 	Trails Trails
+	// Offers, when set, tells the matchers of offers closed here (declined, revoked), so that
+	// their bookings are offered again at once rather than at the matchers' next sweep.
+	Offers OfferEvents
 	Now    func() time.Time
 }
 
@@ -315,11 +319,56 @@ func (s *Service) Decline(ctx context.Context, a Actor, offerID, reason string) 
 	} else if o.DriverID != a.ID {
 		return fmt.Errorf("offer %s is not yours: %w", offerID, ErrNotFound)
 	}
-	if _, err := s.store.CloseOffer(ctx, offerID, a.ID, OfferDeclined, s.opts.Now()); err != nil {
+	o, err := s.store.CloseOffer(ctx, offerID, a.ID, OfferDeclined, s.opts.Now())
+	if err != nil {
 		return err
 	}
+	s.offerClosed(ctx, o)
 	_ = s.loc.SetState(ctx, a.ID, DriverAvailable)
 	return s.loc.Release(ctx, a.ID, offerID)
+}
+
+// offerClosed tells the matchers (at most once: their sweep finds what this misses).
+func (s *Service) offerClosed(ctx context.Context, o Offer) {
+	if s.opts.Offers != nil {
+		_ = s.opts.Offers.OfferClosed(ctx, o)
+	}
+}
+
+// DriverGone takes a driver whose socket closed and did not come back within the gateway's
+// grace. A free or offered driver goes offline, so no matcher counts on them, and an open offer
+// to them is revoked and its booking matched again at once: a customer does not wait out the
+// offer's timeout for a phone that dropped. A driver with a booking keeps it (they may be
+// driving through a tunnel).
+func (s *Service) DriverGone(ctx context.Context, driverID string) error {
+	st, err := s.loc.State(ctx, driverID)
+	if err != nil {
+		return fmt.Errorf("driver %s gone: %w", driverID, err)
+	}
+	if st != DriverAvailable && st != DriverOffered {
+		return nil
+	}
+	if err := s.loc.SetState(ctx, driverID, DriverOffline); err != nil {
+		return fmt.Errorf("driver %s gone: %w", driverID, err)
+	}
+	offers, err := s.store.OpenOffers(ctx, driverID)
+	if err != nil {
+		return fmt.Errorf("driver %s gone: %w", driverID, err)
+	}
+	for _, o := range offers {
+		closed, err := s.store.CloseOffer(ctx, o.ID, driverID, OfferRevoked, s.opts.Now())
+		if errors.Is(err, ErrConflict) {
+			continue // answered or expired meanwhile
+		}
+		if err != nil {
+			return fmt.Errorf("driver %s gone: revoke offer %s: %w", driverID, o.ID, err)
+		}
+		s.offerClosed(ctx, closed)
+		if err := s.loc.Release(ctx, driverID, o.ID); err != nil {
+			return fmt.Errorf("driver %s gone: %w", driverID, err)
+		}
+	}
+	return nil
 }
 
 // Arrive, Start and End move the driver's own booking along its trip.

@@ -186,3 +186,65 @@ func BenchmarkWrite(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "points/s")
 }
+
+// BenchmarkNearbyAvailable is the matcher's search when supply is short (issue 13): 50,000
+// drivers over the 44 x 44 km box, every one busy but 50 free ones 30 km out of town, and the
+// matcher's query (40 candidates within 15 km). "all-cells" is the search over every driver's
+// cell with the state checked per driver (as the matcher searched before); "free-index" the
+// index of available drivers alone. "dense" is the same with a third of the fleet free.
+//
+//	go test ./geo -run '^$' -bench 'NearbyAvailable' -benchtime 20000x
+func BenchmarkNearbyAvailable(b *testing.B) {
+	ctx := context.Background()
+	x, _, _ := newIndex(b)
+	r := rand.New(rand.NewSource(5))
+	for _, tc := range []struct {
+		name string
+		free int // one driver in free is available
+	}{{"none-free", 0}, {"dense", 3}} {
+		rep := geo.NewReplica(x, geo.ReplicaOptions{}, testLog(b))
+		if err := rep.Load(ctx); err != nil { // nothing in Redis: loaded, empty
+			b.Fatal(err)
+		}
+		now := time.Now()
+		views := make([]dispatch.DriverView, 0, 50050)
+		for i := 0; i < 50000; i++ {
+			st := dispatch.DriverOnTrip
+			if tc.free > 0 && i%tc.free == 0 {
+				st = dispatch.DriverAvailable
+			}
+			views = append(views, dispatch.DriverView{ID: fmt.Sprintf("d%05d", i), Lat: 12.8 + r.Float64()*0.4,
+				Lng: 77.4 + r.Float64()*0.4, State: st, UpdatedAt: now})
+		}
+		for i := 0; i < 50; i++ {
+			views = append(views, dispatch.DriverView{ID: fmt.Sprintf("far%02d", i), Lat: 13.3 + r.Float64()*0.05,
+				Lng: 77.6 + r.Float64()*0.05, State: dispatch.DriverAvailable, UpdatedAt: now})
+		}
+		rep.Apply(views)
+		qs := make([][2]float64, 4096)
+		for i := range qs {
+			qs[i] = [2]float64{12.85 + r.Float64()*0.3, 77.45 + r.Float64()*0.3}
+		}
+		fresh := now.Add(-time.Minute)
+		keep := func(p dispatch.Position) bool { return p.At.After(fresh) }
+		avail := func(p dispatch.Position) bool { return p.State == dispatch.DriverAvailable && keep(p) }
+		b.Run(tc.name+"/all-cells", func(b *testing.B) {
+			found := 0
+			for i := 0; i < b.N; i++ {
+				q := qs[i%len(qs)]
+				ns, _ := rep.Nearby(ctx, q[0], q[1], 15000, 40, avail)
+				found += len(ns)
+			}
+			b.ReportMetric(float64(found)/float64(b.N), "found/query")
+		})
+		b.Run(tc.name+"/free-index", func(b *testing.B) {
+			found := 0
+			for i := 0; i < b.N; i++ {
+				q := qs[i%len(qs)]
+				ns, _ := rep.NearbyAvailable(ctx, q[0], q[1], 15000, 40, keep)
+				found += len(ns)
+			}
+			b.ReportMetric(float64(found)/float64(b.N), "found/query")
+		})
+	}
+}

@@ -34,10 +34,15 @@ import (
 )
 
 const (
-	// RegionRes is the H3 resolution of a region: the unit of sharding and of dispatcher ownership.
+	// RegionRes is the H3 resolution of a region: the unit of sharding in Redis.
 	RegionRes = 5
 	// CellRes is the H3 resolution at which drivers are indexed.
 	CellRes = 8
+	// MatchRes is the H3 resolution of a matching region, the unit of dispatcher ownership
+	// (6: about 36 km², 20 to 30 in Bengaluru's built-up area, where RegionRes split it 6 to 8
+	// ways), so that 4 or more dispatcher processes share a busy city. Storage stays sharded by
+	// RegionRes; a search crosses both kinds of border freely.
+	MatchRes = 6
 )
 
 const earthRadiusM = 6371008.8

@@ -527,6 +527,13 @@ func (x *Index) Nearby(ctx context.Context, lat, lng, radiusM float64, limit int
 	return t.found, nil
 }
 
+// NearbyAvailable implements dispatch.Locator: Nearby among available drivers.
+func (x *Index) NearbyAvailable(ctx context.Context, lat, lng, radiusM float64, limit int, keep func(dispatch.Position) bool) ([]dispatch.Nearby, error) {
+	return x.Nearby(ctx, lat, lng, radiusM, limit, func(p dispatch.Position) bool {
+		return p.State == dispatch.DriverAvailable && (keep == nil || keep(p))
+	})
+}
+
 // scan runs scanScript once per region, all in one pipeline.
 func (x *Index) scan(ctx context.Context, byRegion map[string][]string) ([]*redis.Cmd, error) {
 	var cmds []*redis.Cmd

@@ -302,6 +302,16 @@ func TestNearbyMatchesBruteForce(t *testing.T) {
 			sameNearby(t, "replica "+what, got, want)
 			got, _ = rep8.Nearby(ctx, lat, lng, radius, limit, keep)
 			sameNearby(t, "replica res 8 "+what, got, want)
+			if name == "candidate" {
+				fresh := func(p dispatch.Position) bool { return p.At.After(fresh) }
+				got, err = x.NearbyAvailable(ctx, lat, lng, radius, limit, fresh)
+				if err != nil {
+					t.Fatal(err)
+				}
+				sameNearby(t, "index available "+what, got, want)
+				got, _ = rep.NearbyAvailable(ctx, lat, lng, radius, limit, fresh)
+				sameNearby(t, "replica available "+what, got, want)
+			}
 		}
 		if t.Failed() {
 			return

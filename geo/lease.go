@@ -7,6 +7,7 @@ import (
 
 	"github.com/drivers4me/dispatch/dispatch"
 	"github.com/redis/go-redis/v9"
+	"github.com/uber/h3-go/v4"
 )
 
 // Regions hands out region ownership to dispatcher processes: a lease per region with a
@@ -14,6 +15,10 @@ import (
 //
 //	lease:{r<region>}   owner, with a TTL
 //	fence:{r<region>}   the last fencing token handed out
+//	matchers:{m}        zset of live matcher processes, scored by when each stops being live
+//
+// A matching region is an H3 cell at MatchRes, finer than the storage regions (RegionRes), so
+// that several dispatcher processes share one city.
 type Regions struct {
 	rdb    redis.UniversalClient
 	prefix string
@@ -51,8 +56,31 @@ redis.call('SET', KEYS[2], string.format('%d', fence))
 return fence
 `)
 
-// RegionOf implements dispatch.Regions.
-func (r *Regions) RegionOf(lat, lng float64) string { return Region(lat, lng) }
+// RegionOf implements dispatch.Regions: the MatchRes cell of the point.
+func (r *Regions) RegionOf(lat, lng float64) string {
+	return h3.LatLngToCell(h3.LatLng{Lat: lat, Lng: lng}, MatchRes).String()
+}
+
+// membersScript records ARGV[1] as live until Redis's clock passes ARGV[2] ms from now, drops
+// the members past their time and lists the others.
+var membersScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('PEXPIRE', KEYS[1], ARGV[2] * 4)
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+`)
+
+// Members implements dispatch.Regions with one sorted set of live matchers, scored by when each
+// stops counting as live: matchers:{m}.
+func (r *Regions) Members(ctx context.Context, owner string, ttl time.Duration) ([]string, error) {
+	ms, err := membersScript.Run(ctx, r.rdb, []string{r.prefix + "matchers:{m}"}, owner, ttl.Milliseconds()).StringSlice()
+	if err != nil {
+		return nil, fmt.Errorf("matcher members: %w", err)
+	}
+	return ms, nil
+}
 
 // Acquire implements dispatch.Regions.
 func (r *Regions) Acquire(ctx context.Context, region, owner string, ttl time.Duration) (int64, bool, error) {

@@ -23,6 +23,12 @@ import (
 // and per occupied cell.
 const ReplicaRes = 9
 
+// FreeRes is the H3 resolution of the replica's second index, of available drivers only
+// (7: edge about 1.2 km, 5 km²). The matcher searches there: a 15 km reach is a disk of 8 rings
+// (217 cells, cached), so a search with no free driver within reach costs a few hundred map
+// lookups instead of the 86 rings and 22,000 cells of ReplicaRes (BenchmarkNearbyAvailable).
+const FreeRes = 7
+
 // ReplicaOptions configure a Replica.
 type ReplicaOptions struct {
 	// Res is the resolution of the buckets (default ReplicaRes).
@@ -46,9 +52,10 @@ type Replica struct {
 
 	loaded atomic.Bool
 
-	mu      sync.RWMutex // guards drivers, buckets and the entries they point to
+	mu      sync.RWMutex // guards drivers, buckets, free and the entries they point to
 	drivers map[string]*entry
 	buckets map[h3.Cell]*bucket
+	free    map[h3.Cell]*bucket // available drivers only, at FreeRes
 }
 
 var _ dispatch.Locator = (*Replica)(nil)
@@ -59,6 +66,8 @@ type entry struct {
 	cosLat float64 // cos of pos.Lat, for the haversine
 	cell   h3.Cell // 0 when in no bucket (offline)
 	i      int     // index in its bucket
+	fcell  h3.Cell // FreeRes cell while available, else 0
+	fi     int     // index in its free bucket
 }
 
 type bucket struct {
@@ -70,7 +79,8 @@ func NewReplica(x *Index, opts ReplicaOptions, log zerolog.Logger) *Replica {
 	if opts.Res <= 0 {
 		opts.Res = ReplicaRes
 	}
-	return &Replica{x: x, res: opts.Res, log: log, drivers: map[string]*entry{}, buckets: map[h3.Cell]*bucket{}}
+	return &Replica{x: x, res: opts.Res, log: log, drivers: map[string]*entry{}, buckets: map[h3.Cell]*bucket{},
+		free: map[h3.Cell]*bucket{}}
 }
 
 // Index is the index the replica copies and delegates to.
@@ -154,11 +164,7 @@ func (r *Replica) Load(ctx context.Context) error {
 	}
 	for _, region := range regions {
 		err := r.x.scanRegion(ctx, region, func(ps []dispatch.Position) error {
-			r.mu.Lock()
-			for _, p := range ps {
-				r.applyLocked(p)
-			}
-			r.mu.Unlock()
+			r.applyAll(ps)
 			return nil
 		})
 		if err != nil {
@@ -171,15 +177,37 @@ func (r *Replica) Load(ctx context.Context) error {
 
 // Apply takes a feed batch.
 func (r *Replica) Apply(views []dispatch.DriverView) {
+	ps := make([]dispatch.Position, len(views))
+	for i, v := range views {
+		ps[i] = dispatch.Position{DriverID: v.ID, Lat: v.Lat, Lng: v.Lng, Heading: v.Heading, State: v.State, At: v.UpdatedAt}
+	}
+	r.applyAll(ps)
+}
+
+// applyAll applies positions under one write lock, with their cells computed before it: the
+// lock is held for map updates only, so the matcher's searches wait as little as possible (9 to
+// 15 of 16 searching goroutines queued behind Apply when the cells were computed under it).
+func (r *Replica) applyAll(ps []dispatch.Position) {
+	cells := make([]h3.Cell, len(ps))
+	for i, p := range ps {
+		if p.State != dispatch.DriverOffline {
+			cells[i] = h3.LatLngToCell(h3.LatLng{Lat: p.Lat, Lng: p.Lng}, r.res)
+		}
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, v := range views {
-		r.applyLocked(dispatch.Position{DriverID: v.ID, Lat: v.Lat, Lng: v.Lng, Heading: v.Heading, State: v.State, At: v.UpdatedAt})
+	for i, p := range ps {
+		r.applyCellLocked(p, cells[i])
 	}
 }
 
 // applyLocked stores p unless an older point than the one held; an equal time is a state change.
 func (r *Replica) applyLocked(p dispatch.Position) {
+	r.applyCellLocked(p, 0)
+}
+
+// applyCellLocked is applyLocked with p's cell at the replica's resolution when known (else 0).
+func (r *Replica) applyCellLocked(p dispatch.Position, known h3.Cell) {
 	ms := p.At.UnixMilli()
 	e := r.drivers[p.DriverID]
 	moved := true
@@ -197,34 +225,67 @@ func (r *Replica) applyLocked(p dispatch.Position) {
 	}
 	var cell h3.Cell
 	if p.State != dispatch.DriverOffline {
-		if moved || e.cell == 0 {
+		switch {
+		case known != 0:
+			cell = known
+		case moved || e.cell == 0:
 			cell = h3.LatLngToCell(h3.LatLng{Lat: p.Lat, Lng: p.Lng}, r.res)
-		} else {
+		default:
 			cell = e.cell
+		}
+	}
+	var fcell h3.Cell
+	if p.State == dispatch.DriverAvailable {
+		if cell == e.cell && e.fcell != 0 {
+			fcell = e.fcell
+		} else {
+			fcell = cell.Parent(FreeRes)
+		}
+	}
+	if fcell != e.fcell {
+		if e.fcell != 0 {
+			removeFrom(r.free, e.fcell, e, func(x *entry) *int { return &x.fi })
+		}
+		e.fcell = fcell
+		if fcell != 0 {
+			e.fi = addTo(r.free, fcell, e)
 		}
 	}
 	if cell == e.cell {
 		return
 	}
 	if e.cell != 0 {
-		b := r.buckets[e.cell]
-		last := b.entries[len(b.entries)-1]
-		b.entries[e.i], last.i = last, e.i
-		b.entries[len(b.entries)-1] = nil
-		b.entries = b.entries[:len(b.entries)-1]
-		if len(b.entries) == 0 {
-			delete(r.buckets, e.cell)
-		}
+		removeFrom(r.buckets, e.cell, e, func(x *entry) *int { return &x.i })
 	}
 	e.cell = cell
 	if cell != 0 {
-		b := r.buckets[cell]
-		if b == nil {
-			b = &bucket{}
-			r.buckets[cell] = b
-		}
-		e.i = len(b.entries)
-		b.entries = append(b.entries, e)
+		e.i = addTo(r.buckets, cell, e)
+	}
+}
+
+// addTo appends e to the bucket of cell in m and returns its index there.
+func addTo(m map[h3.Cell]*bucket, cell h3.Cell, e *entry) int {
+	b := m[cell]
+	if b == nil {
+		b = &bucket{}
+		m[cell] = b
+	}
+	b.entries = append(b.entries, e)
+	return len(b.entries) - 1
+}
+
+// removeFrom takes e out of the bucket of cell in m, moving the bucket's last entry into its
+// place; idx gives an entry's index field for that map (i or fi).
+func removeFrom(m map[h3.Cell]*bucket, cell h3.Cell, e *entry, idx func(*entry) *int) {
+	b := m[cell]
+	i := *idx(e)
+	last := b.entries[len(b.entries)-1]
+	b.entries[i] = last
+	*idx(last) = i
+	b.entries[len(b.entries)-1] = nil
+	b.entries = b.entries[:len(b.entries)-1]
+	if len(b.entries) == 0 {
+		delete(m, cell)
 	}
 }
 
@@ -237,15 +298,59 @@ func (r *Replica) Nearby(ctx context.Context, lat, lng, radiusM float64, limit i
 	if !r.loaded.Load() {
 		return r.x.Nearby(ctx, lat, lng, radiusM, limit, keep)
 	}
-	const rad = math.Pi / 180
-	cosQ := math.Cos(lat * rad)
-	s := newSearch(lat, lng, r.res)
-	t := topK{limit: limit, found: make([]dispatch.Nearby, 0, min(limit, 64))}
 	r.mu.RLock()
 	defer r.mu.RUnlock()
+	return searchBuckets(r.buckets, r.res, lat, lng, radiusM, limit, keep), nil
+}
+
+// NearbyAvailable implements dispatch.Locator from the index of available drivers alone, so a
+// search where nobody is free stops after a few coarse rings. The answer is the same as
+// Nearby's with keep also asking for DriverAvailable (TestNearbyAvailableMatchesBruteForce).
+func (r *Replica) NearbyAvailable(ctx context.Context, lat, lng, radiusM float64, limit int, keep func(dispatch.Position) bool) ([]dispatch.Nearby, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	if !r.loaded.Load() {
+		return r.x.NearbyAvailable(ctx, lat, lng, radiusM, limit, keep)
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return searchBuckets(r.free, FreeRes, lat, lng, radiusM, limit, keep), nil
+}
+
+// NearbyAvailableMany implements dispatch.MatchLocator: the queries run under one read lock per
+// batch of 64, so a window's searches queue behind the feed once per batch, not once each.
+func (r *Replica) NearbyAvailableMany(ctx context.Context, qs []dispatch.Search) ([][]dispatch.Nearby, error) {
+	out := make([][]dispatch.Nearby, len(qs))
+	if !r.loaded.Load() {
+		return r.x.NearbyAvailableMany(ctx, qs)
+	}
+	const batch = 64
+	for lo := 0; lo < len(qs); lo += batch {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		r.mu.RLock()
+		for i := lo; i < min(lo+batch, len(qs)); i++ {
+			q := qs[i]
+			if q.Limit > 0 {
+				out[i] = searchBuckets(r.free, FreeRes, q.Lat, q.Lng, q.RadiusM, q.Limit, q.Keep)
+			}
+		}
+		r.mu.RUnlock()
+	}
+	return out, nil
+}
+
+// searchBuckets is the exact ring search over buckets of cells at res (caller holds the lock).
+func searchBuckets(buckets map[h3.Cell]*bucket, res int, lat, lng, radiusM float64, limit int, keep func(dispatch.Position) bool) []dispatch.Nearby {
+	const rad = math.Pi / 180
+	cosQ := math.Cos(lat * rad)
+	s := newSearch(lat, lng, res)
+	t := topK{limit: limit, found: make([]dispatch.Nearby, 0, min(limit, 64))}
 	for k := 0; ; k++ {
 		for _, c := range s.ring(k) {
-			b := r.buckets[c]
+			b := buckets[c]
 			if b == nil {
 				continue
 			}
@@ -272,7 +377,7 @@ func (r *Replica) Nearby(ctx context.Context, lat, lng, radiusM float64, limit i
 			break
 		}
 	}
-	return t.found, nil
+	return t.found
 }
 
 // Position implements dispatch.Locator (from Redis: the truth, not the copy).

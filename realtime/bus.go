@@ -3,6 +3,7 @@ package realtime
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 
 	"github.com/drivers4me/dispatch/dispatch"
 	"github.com/drivers4me/dispatch/geo"
@@ -89,4 +90,87 @@ func (b *Bus) ToDriver(ctx context.Context, driverID, typ string, data any) erro
 		return err
 	}
 	return b.rdb.Publish(ctx, b.ch("to:drv:"+driverID), p).Err()
+}
+
+var (
+	_ dispatch.BatchNotifier = (*Bus)(nil)
+	_ dispatch.OfferEvents   = (*Bus)(nil)
+)
+
+// ToDrivers implements dispatch.BatchNotifier: a window's frames in one pipeline.
+func (b *Bus) ToDrivers(ctx context.Context, msgs []dispatch.DriverMessage) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	pipe := b.rdb.Pipeline()
+	for _, m := range msgs {
+		p, err := json.Marshal(outFrame{Type: m.Type, Data: m.Data})
+		if err != nil {
+			return err
+		}
+		pipe.Publish(ctx, b.ch("to:drv:"+m.DriverID), p)
+	}
+	_, err := pipe.Exec(ctx)
+	return err
+}
+
+// offerClosedChannel carries offers closed outside the matchers (declined, revoked), to all of
+// them: few messages, and each matcher keeps those of its own bookings.
+const offerClosedChannel = "ev:offer"
+
+// OfferClosed implements dispatch.OfferEvents.
+func (b *Bus) OfferClosed(ctx context.Context, o dispatch.Offer) error {
+	p, err := json.Marshal(closedOffer{ID: o.ID, BookingID: o.BookingID, DriverID: o.DriverID, Status: o.Status})
+	if err != nil {
+		return err
+	}
+	return b.rdb.Publish(ctx, b.ch(offerClosedChannel), p).Err()
+}
+
+type closedOffer struct {
+	ID        string               `json:"offer_id"`
+	BookingID string               `json:"booking_id"`
+	DriverID  string               `json:"driver_id"`
+	Status    dispatch.OfferStatus `json:"status"`
+}
+
+// MatchFeed is what a matcher learns by change: the booking events of every region, and the
+// offers closed outside it.
+type MatchFeed interface {
+	Observe(b dispatch.Booking)
+	ObserveOfferClosed(o dispatch.Offer)
+}
+
+// Follow feeds m from the bus until ctx ends: the outbox relay's booking events (every region's
+// channel) and the closed offers. Messages published while the subscription is down are lost;
+// the matcher's sweep is the safety net. It returns nil when ctx ends.
+func (b *Bus) Follow(ctx context.Context, m MatchFeed) error {
+	ps := b.rdb.PSubscribe(ctx, b.ch("ev:reg:*"))
+	defer ps.Close()
+	if err := ps.Subscribe(ctx, b.ch(offerClosedChannel)); err != nil && ctx.Err() == nil {
+		return fmt.Errorf("follow closed offers: %w", err)
+	}
+	ch := ps.Channel(redis.WithChannelSize(8192))
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case msg, ok := <-ch:
+			if !ok {
+				return nil
+			}
+			if msg.Channel == b.ch(offerClosedChannel) {
+				var o closedOffer
+				if json.Unmarshal([]byte(msg.Payload), &o) == nil && o.ID != "" {
+					m.ObserveOfferClosed(dispatch.Offer{ID: o.ID, BookingID: o.BookingID, DriverID: o.DriverID, Status: o.Status})
+				}
+				continue
+			}
+			var e dispatch.Event
+			if json.Unmarshal([]byte(msg.Payload), &e) == nil && e.Booking.ID != "" {
+				e.Booking.Version = e.Version // the booking's own JSON leaves it out
+				m.Observe(e.Booking)
+			}
+		}
+	}
 }

@@ -13,9 +13,10 @@ import (
 
 // driverSession is one driver's socket.
 type driverSession struct {
-	h     *Hub
-	actor dispatch.Actor
-	c     *conn
+	h       *Hub
+	actor   dispatch.Actor
+	c       *conn
+	session string // this socket's mark in the index (Index.Attach)
 	// frames is the socket's budget of location frames by the server's clock, with a burst of
 	// five seconds' worth (a flood guard); points is the same rate by the points' own ts, with a
 	// burst of two seconds' worth. A phone sending at its pace is never refused because the
@@ -35,7 +36,7 @@ type driverSession struct {
 }
 
 func newDriverSession(h *Hub, a dispatch.Actor, c *conn) *driverSession {
-	return &driverSession{h: h, actor: a, c: c, frames: newBucket(h.opts.Rate, h.opts.Rate*5),
+	return &driverSession{h: h, actor: a, c: c, session: dispatch.NewID("ses"), frames: newBucket(h.opts.Rate, h.opts.Rate*5),
 		points: newBucket(h.opts.Rate, float64(int(h.opts.Rate)*2))}
 }
 
@@ -50,28 +51,28 @@ func (d *driverSession) start(ctx context.Context) {
 	} else {
 		h.subscribe(ctx, "to:drv:"+d.actor.ID, "ev:drv:"+d.actor.ID)
 	}
-	if _, err := h.store.Driver(ctx, d.actor.ID); errors.Is(err, dispatch.ErrNotFound) {
-		_ = h.store.UpsertDriver(ctx, dispatch.DriverProfile{ID: d.actor.ID, Name: d.actor.ID, Rating: 5,
-			Transmissions: []dispatch.Transmission{dispatch.Manual, dispatch.Automatic}})
+	h.cancelGone(d.actor.ID)
+	if err := h.loc.Attach(ctx, d.actor.ID, d.session); err != nil {
+		h.log.Warn().Err(err).Str("driver", d.actor.ID).Msg("mark driver's socket")
 	}
 	state, err := h.loc.State(ctx, d.actor.ID)
 	if err != nil {
 		state = dispatch.DriverOffline
 	}
 	hello := map[string]any{"driver_id": d.actor.ID, "state": state, "server_time": h.opts.Now().UTC()}
-	if b, err := h.store.ActiveBookingOf(ctx, d.actor.ID); err == nil {
-		hello["booking"] = b.Public()
-		d.booking, d.bookingStatus = b.ID, b.Status
+	// One query for what a reconnect resumes: the active booking and the offers still open.
+	res, err := h.store.Resume(ctx, d.actor.ID)
+	if err != nil {
+		h.log.Warn().Err(err).Str("driver", d.actor.ID).Msg("resume driver")
+	}
+	if res.Active != nil {
+		hello["booking"] = res.Active.Public()
+		d.booking, d.bookingStatus = res.Active.ID, res.Active.Status
 	}
 	d.state = state
 	d.c.send("hello", hello)
-	// An offer still open is sent again after a reconnect.
-	if offers, err := h.store.OpenOffers(ctx, d.actor.ID); err == nil {
-		for _, o := range offers {
-			if b, err := h.store.Booking(ctx, o.BookingID); err == nil {
-				d.c.send("offer", dispatch.OfferMessage(o, b))
-			}
-		}
+	for _, o := range res.Offers {
+		d.c.send("offer", dispatch.OfferMessage(o.Offer, o.Booking))
 	}
 }
 
@@ -87,6 +88,7 @@ func (d *driverSession) stop(ctx context.Context) {
 		h.unsubscribe(ctx, "to:drv:"+d.actor.ID, "ev:drv:"+d.actor.ID)
 		// It may reconnect to another gateway, which may move it to another region.
 		h.loc.Forget(d.actor.ID)
+		h.watchGone(d.actor.ID, d.session)
 	}
 }
 
@@ -207,6 +209,14 @@ func (d *driverSession) setStatus(ctx context.Context, s string) error {
 	switch s {
 	case "online":
 		want = dispatch.DriverAvailable
+		// A driver unknown to the business gets a profile here, not at every hello (one query
+		// per connect at most: thousands reconnecting at once queued the matcher behind them).
+		if _, err := d.h.store.Driver(ctx, d.actor.ID); errors.Is(err, dispatch.ErrNotFound) {
+			if err := d.h.store.UpsertDriver(ctx, dispatch.DriverProfile{ID: d.actor.ID, Name: d.actor.ID, Rating: 5,
+				Transmissions: []dispatch.Transmission{dispatch.Manual, dispatch.Automatic}}); err != nil {
+				return err
+			}
+		}
 	case "offline":
 		want = dispatch.DriverOffline
 	default:

@@ -55,6 +55,9 @@ type Options struct {
 	// (default 5; a driver's new socket replaces its old one instead). See guard.go.
 	UserRate          float64
 	MaxSocketsPerUser int
+	// GoneGrace is how long a driver whose socket closed has to come back before they are no
+	// candidate and their open offer is revoked (default 5 s; gone.go).
+	GoneGrace time.Duration
 }
 
 // Hub serves /v1/ws. Run owns the pub/sub goroutine; Shutdown closes every socket with 1001
@@ -84,8 +87,9 @@ type Hub struct {
 	draining   bool
 	wg         sync.WaitGroup
 	seenEvents *dedupe
-	versions   *lastVersions // per audience and booking, the last version routed
-	guards     *guards       // per-user socket cap and message budget
+	versions   *lastVersions          // per audience and booking, the last version routed
+	guards     *guards                // per-user socket cap and message budget
+	gone       map[string]*time.Timer // driver -> the grace of its closed socket (gone.go)
 }
 
 // NewHub returns a hub. writer must be the geo.Writer whose OnWritten calls Hub.OnWritten.
@@ -114,10 +118,13 @@ func NewHub(rdb redis.UniversalClient, bus *Bus, svc *dispatch.Service, store di
 	if opts.ViewTick <= 0 {
 		opts.ViewTick = 50 * time.Millisecond
 	}
+	if opts.GoneGrace <= 0 {
+		opts.GoneGrace = 5 * time.Second
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	h := &Hub{Bus: bus, rdb: rdb, svc: svc, store: store, loc: loc, opts: opts, log: log, m: newMetrics(reg),
+	h := &Hub{gone: map[string]*time.Timer{}, Bus: bus, rdb: rdb, svc: svc, store: store, loc: loc, opts: opts, log: log, m: newMetrics(reg),
 		subs: map[string]int{}, drivers: map[string]*driverSession{}, watchers: map[string]map[*viewer]bool{},
 		dispatch: map[*viewer]bool{}, all: map[*conn]bool{}, seenEvents: newDedupe(4096), versions: newLastVersions(65536), guards: newGuards(opts, reg)}
 	h.up = websocket.Upgrader{
@@ -381,6 +388,7 @@ func (h *Hub) Draining() bool {
 // Shutdown refuses new sockets, closes every socket with 1001 and waits for all session
 // goroutines, or for ctx.
 func (h *Hub) Shutdown(ctx context.Context) error {
+	h.stopGone()
 	h.mu.Lock()
 	h.draining = true
 	var cs []*conn

@@ -57,6 +57,10 @@ func (s *fakeStore) OpenOffers(ctx context.Context, id string) ([]dispatch.Offer
 	return nil, nil
 }
 
+func (s *fakeStore) Resume(ctx context.Context, id string) (dispatch.Resume, error) {
+	return dispatch.Resume{}, nil
+}
+
 // gateway is a hub on a test server, writing into the test Redis under a key prefix of its own.
 type gateway struct {
 	hub *Hub

@@ -30,6 +30,10 @@ type Config struct {
 	OfferTimeout    time.Duration // DISPATCH_OFFER_TIMEOUT
 	MaxSearch       time.Duration // DISPATCH_MAX_SEARCH
 	DriverFresh     time.Duration // DISPATCH_DRIVER_FRESH
+	GoneGrace       time.Duration // DISPATCH_DRIVER_GONE_GRACE
+	MatchSweep      time.Duration // DISPATCH_MATCH_SWEEP
+	MatcherConns    int           // DISPATCH_MATCHER_CONNS
+	MatchGreedy     bool          // DISPATCH_MATCH_GREEDY
 	RelayInterval   time.Duration // DISPATCH_RELAY_INTERVAL
 	RelayLease      time.Duration // DISPATCH_RELAY_LEASE
 	MapTiles        string        // DISPATCH_MAP_TILES
@@ -69,6 +73,10 @@ var Settings = []Setting{
 	{"DISPATCH_OFFER_TIMEOUT", "15s", "how long a driver has to answer an offer"},
 	{"DISPATCH_MAX_SEARCH", "10m", "how long a booking searches before it is unfulfilled"},
 	{"DISPATCH_DRIVER_FRESH", "30s", "a driver silent longer than this is no candidate"},
+	{"DISPATCH_DRIVER_GONE_GRACE", "5s", "a driver whose socket closed and did not come back within this is no candidate, and their open offer is revoked"},
+	{"DISPATCH_MATCH_SWEEP", "5s", "how often the matcher lists every searching booking and open offer, the safety net of the events it learns from"},
+	{"DISPATCH_MATCHER_CONNS", "8", "MySQL connections of the matcher's own pool, apart from the sockets' and the API's"},
+	{"DISPATCH_MATCH_GREEDY", "false", "match every window greedily (nearest pair first) instead of batch-optimally: for comparisons"},
 	{"DISPATCH_RELAY_INTERVAL", "50ms", "how often the outbox relay looks for new booking events (at once again while there is a backlog)"},
 	{"DISPATCH_RELAY_LEASE", "30s", "how long a relay's claim keeps other relays off outbox rows; a crashed relay's rows are published by another after it (at least 1s)"},
 	{"DISPATCH_MAP_TILES", "", "tile URL template for the live map; empty: plain background"},
@@ -89,6 +97,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		HTTPAddr: ":8080", AdminAddr: ":9090", Roles: []string{"all"}, LogLevel: "info", LogFormat: "auto",
 		ShutdownTimeout: 10 * time.Second, DrainDelay: 2 * time.Second, MatchWindow: 2 * time.Second,
 		OfferTimeout: 15 * time.Second, MaxSearch: 10 * time.Minute, DriverFresh: 30 * time.Second, City: "bengaluru",
+		GoneGrace: 5 * time.Second, MatchSweep: 5 * time.Second, MatcherConns: 8,
 		RelayInterval: 50 * time.Millisecond, RelayLease: 30 * time.Second,
 		RatePerUser: 20, RatePerAddr: 10, SocketRatePerUser: 20, MaxSocketsPerUser: 5,
 	}
@@ -141,6 +150,8 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	dur("DISPATCH_OFFER_TIMEOUT", &c.OfferTimeout)
 	dur("DISPATCH_MAX_SEARCH", &c.MaxSearch)
 	dur("DISPATCH_DRIVER_FRESH", &c.DriverFresh)
+	dur("DISPATCH_DRIVER_GONE_GRACE", &c.GoneGrace)
+	dur("DISPATCH_MATCH_SWEEP", &c.MatchSweep)
 	dur("DISPATCH_RELAY_INTERVAL", &c.RelayInterval)
 	dur("DISPATCH_RELAY_LEASE", &c.RelayLease)
 	if c.RelayLease < time.Second {
@@ -149,6 +160,13 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	str("DISPATCH_MAP_TILES", &c.MapTiles)
 	str("DISPATCH_TARIFFS", &c.TariffsFile)
 	str("DISPATCH_CITY", &c.City)
+	if v := getenv("DISPATCH_MATCH_GREEDY"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("DISPATCH_MATCH_GREEDY=%q: want true or false", v))
+		}
+		c.MatchGreedy = b
+	}
 	if v := getenv("DISPATCH_MIGRATE"); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
@@ -193,6 +211,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	num("DISPATCH_RATE_PER_USER", &c.RatePerUser, 0, 1e6)
 	num("DISPATCH_RATE_PER_ADDR", &c.RatePerAddr, 0, 1e6)
 	integer("DISPATCH_PROXY_HOPS", &c.ProxyHops, 0, 10)
+	integer("DISPATCH_MATCHER_CONNS", &c.MatcherConns, 2, 256)
 	num("DISPATCH_SOCKET_RATE_PER_USER", &c.SocketRatePerUser, 0.1, 1e6)
 	integer("DISPATCH_MAX_SOCKETS_PER_USER", &c.MaxSocketsPerUser, 1, 1000)
 	if err := c.Validate(); err != nil {

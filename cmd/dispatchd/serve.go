@@ -51,6 +51,7 @@ func newLogger(c Config, w io.Writer) zerolog.Logger {
 type connections struct {
 	rdb      redis.UniversalClient
 	db       *store.DB
+	dsn      string // for another pool (the matcher's)
 	embedded bool
 	closers  []func()
 }
@@ -86,7 +87,7 @@ func connect(ctx context.Context, cfg Config, log zerolog.Logger) (*connections,
 		conns.Close()
 		return nil, fmt.Errorf("open MySQL: %w", err)
 	}
-	conns.db = db
+	conns.db, conns.dsn = db, dsn
 	conns.closers = append(conns.closers, func() { _ = db.Close() })
 	return conns, nil
 }
@@ -189,7 +190,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 	// Feed: the index publishes written points on the region feeds in the write's own round trip.
 	index := geo.NewIndex(conns.rdb, geo.Options{Prefix: cfg.RedisPrefix, Feed: true})
 	bus := realtime.NewBus(conns.rdb, cfg.RedisPrefix)
-	svc := dispatch.NewService(conns.db, index, bus, dispatch.ServiceOptions{Tariff: tariff, Trails: index})
+	svc := dispatch.NewService(conns.db, index, bus, dispatch.ServiceOptions{Tariff: tariff, Trails: index, Offers: bus})
 	verifier := api.NewVerifier([]byte(cfg.JWTSecret), cfg.JWTIssuer, cfg.JWTAudience)
 
 	var draining atomic.Bool
@@ -223,7 +224,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 	if cfg.Has("gateway") {
 		hub = realtime.NewHub(conns.rdb, bus, svc, conns.db, index, realtime.Options{
 			Auth: verifier.FromRequest, AllowedOrigins: cfg.AllowedOrigins,
-			UserRate: cfg.SocketRatePerUser, MaxSocketsPerUser: cfg.MaxSocketsPerUser,
+			UserRate: cfg.SocketRatePerUser, MaxSocketsPerUser: cfg.MaxSocketsPerUser, GoneGrace: cfg.GoneGrace,
 		}, reg, log.With().Str("component", "gateway").Logger())
 		writer = geo.NewWriter(index, geo.WriterOptions{OnWritten: hub.OnWritten, OnError: func(err error, n int) {
 			log.Warn().Err(err).Int("points", n).Msg("index write failed")
@@ -238,10 +239,22 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 		// load it answers from Redis.
 		replica := geo.NewReplica(index, geo.ReplicaOptions{}, log.With().Str("component", "replica").Logger())
 		g.Go(func() error { return replica.Run(gctx) })
-		m := dispatch.NewMatcher(conns.db, replica, geo.NewRegions(conns.rdb, geo.Options{Prefix: cfg.RedisPrefix}), bus, dispatch.MatcherOptions{
+		// The matcher's own MySQL pool (a bulkhead): thousands of sockets connecting at once
+		// queue on theirs, never in front of the matcher (at 19,000 drivers one shared pool
+		// kept it from offering anything for a minute).
+		matchDB, err := store.Open(ctx, conns.dsn, store.Options{MaxOpenConns: cfg.MatcherConns, RelayLease: cfg.RelayLease},
+			log.With().Str("pool", "matcher").Logger())
+		if err != nil {
+			return fmt.Errorf("open the matcher's MySQL pool: %w", err)
+		}
+		defer matchDB.Close()
+		m := dispatch.NewMatcher(matchDB, replica, geo.NewRegions(conns.rdb, geo.Options{Prefix: cfg.RedisPrefix}), bus, dispatch.MatcherOptions{
 			Window: cfg.MatchWindow, OfferTimeout: cfg.OfferTimeout, MaxSearch: cfg.MaxSearch, Fresh: cfg.DriverFresh,
+			Sweep: cfg.MatchSweep, Greedy: cfg.MatchGreedy,
 		}, reg, log.With().Str("component", "matcher").Logger())
 		g.Go(func() error { return m.Run(gctx) })
+		// Bookings and closed offers reach the matcher as events; its sweep catches the lost.
+		g.Go(func() error { return bus.Follow(gctx, m) })
 		// Drivers silent for four times the freshness bound are marked offline (issue 3).
 		sweepLog := log.With().Str("component", "sweeper").Logger()
 		g.Go(func() error { return index.RunSweeper(gctx, cfg.DriverFresh, 4*cfg.DriverFresh, sweepLog) })

@@ -1,0 +1,70 @@
+package realtime
+
+import (
+	"context"
+	"time"
+)
+
+// A driver whose socket closed is given GoneGrace to come back, on this gateway or another;
+// after that dispatch.Service.DriverGone takes them out of matching and revokes their open offer.
+// The timers are the hub's: Shutdown stops them (a draining gateway's drivers reconnect
+// elsewhere, and the sessions they open there replace the marks).
+
+// watchGone starts the grace of a driver whose socket closed.
+func (h *Hub) watchGone(driverID, session string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.draining {
+		return
+	}
+	if t := h.gone[driverID]; t != nil {
+		t.Stop()
+	}
+	h.gone[driverID] = time.AfterFunc(h.opts.GoneGrace, func() { h.driverGone(driverID, session) })
+}
+
+// cancelGone stops the grace of a driver who came back on this gateway.
+func (h *Hub) cancelGone(driverID string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if t := h.gone[driverID]; t != nil {
+		t.Stop()
+		delete(h.gone, driverID)
+	}
+}
+
+func (h *Hub) driverGone(driverID, session string) {
+	h.mu.Lock()
+	if h.draining {
+		h.mu.Unlock()
+		return
+	}
+	delete(h.gone, driverID)
+	h.wg.Add(1)
+	h.mu.Unlock()
+	defer h.wg.Done()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	gone, err := h.loc.Detach(ctx, driverID, session)
+	if err != nil {
+		h.log.Warn().Err(err).Str("driver", driverID).Msg("driver gone: read the socket mark")
+		return
+	}
+	if !gone {
+		return // back on another gateway
+	}
+	h.m.gone.Inc()
+	if err := h.svc.DriverGone(ctx, driverID); err != nil {
+		h.log.Warn().Err(err).Str("driver", driverID).Msg("driver gone")
+	}
+}
+
+// stopGone stops every grace timer (Shutdown).
+func (h *Hub) stopGone() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for id, t := range h.gone {
+		t.Stop()
+		delete(h.gone, id)
+	}
+}
