@@ -172,18 +172,18 @@ type Matcher struct {
 	inBook map[string]Booking
 	inOff  []Offer
 
-	mu          sync.Mutex // guards the fields below
-	pending     map[string]*pending
-	gone        map[string]goneMark // bookings that left searching, against late events
-	owned       map[string]*owned
-	members     []string
-	membersAt   time.Time
-	lastSched   time.Time
-	lastSweep   time.Time
-	sweepNow    bool
-	profiles    map[string]DriverProfile
-	profilesAt  time.Time // the change time to ask from next
-	profilesRan bool
+	mu         sync.Mutex // guards the fields below
+	pending    map[string]*pending
+	gone       map[string]goneMark // bookings that left searching, against late events
+	owned      map[string]*owned
+	wanted     map[string]bool // regions that hash to this matcher but another still holds
+	members    []string
+	membersAt  time.Time
+	lastSched  time.Time
+	lastSweep  time.Time
+	sweepNow   bool
+	profiles   map[string]DriverProfile
+	profilesAt time.Time // the latest change time read (zero: none yet)
 }
 
 type goneMark struct {
@@ -196,7 +196,7 @@ type goneMark struct {
 func NewMatcher(store MatchStore, loc MatchLocator, regions Regions, notify Notifier, opts MatcherOptions, reg prometheus.Registerer, log zerolog.Logger) *Matcher {
 	opts.defaults()
 	m := &Matcher{store: store, loc: loc, regions: regions, notify: notify, opts: opts, log: log,
-		pending: map[string]*pending{}, owned: map[string]*owned{}, gone: map[string]goneMark{},
+		pending: map[string]*pending{}, owned: map[string]*owned{}, gone: map[string]goneMark{}, wanted: map[string]bool{},
 		inBook: map[string]Booking{}, profiles: map[string]DriverProfile{},
 		offersSent:   prometheus.NewCounter(prometheus.CounterOpts{Name: "dispatch_offers_sent_total", Help: "Offers sent to drivers."}),
 		offersExpire: prometheus.NewCounter(prometheus.CounterOpts{Name: "dispatch_offers_expired_total", Help: "Offers that timed out."}),
@@ -297,11 +297,22 @@ func (m *Matcher) preferred(region string) bool {
 		h.Write([]byte(region))
 		h.Write([]byte{0})
 		h.Write([]byte(mem))
-		if v := h.Sum64(); best == "" || v > bestH {
+		if v := mix64(h.Sum64()); best == "" || v > bestH {
 			best, bestH = mem, v
 		}
 	}
 	return best == m.opts.Owner
+}
+
+// mix64 is splitmix64's finalizer: FNV alone orders members whose names differ in the last
+// byte alike for most regions, and one matcher got half of a city.
+func mix64(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x
 }
 
 // refreshMembers heartbeats this matcher and reads the live ones (at a third of the lease TTL).
@@ -333,6 +344,9 @@ func (m *Matcher) own(ctx context.Context, region string, now time.Time) (int64,
 	o := m.owned[region]
 	m.mu.Unlock()
 	if !m.preferred(region) {
+		m.mu.Lock()
+		delete(m.wanted, region)
+		m.mu.Unlock()
 		if o != nil {
 			m.mu.Lock()
 			delete(m.owned, region)
@@ -355,8 +369,10 @@ func (m *Matcher) own(ctx context.Context, region string, now time.Time) (int64,
 			m.log.Warn().Err(err).Str("region", region).Msg("region lease lost")
 		}
 		delete(m.owned, region)
+		m.wanted[region] = true // ask again every tick: its holder hands it over or lapses
 		return 0, false
 	}
+	delete(m.wanted, region)
 	if o == nil {
 		m.log.Info().Str("region", region).Int64("fence", fence).Msg("region acquired")
 		m.sweepNow = true // what another owner left there: its bookings and open offers
@@ -542,6 +558,9 @@ func (m *Matcher) renew(ctx context.Context, now time.Time) map[string]int64 {
 		if !busy[r] && now.Sub(o.renewed) >= m.opts.LeaseTTL/3 {
 			busy[r] = true // renew a quiet region rather than let it lapse mid-flight
 		}
+	}
+	for r := range m.wanted {
+		busy[r] = true
 	}
 	m.mu.Unlock()
 	regions := make([]string, 0, len(busy))
@@ -749,7 +768,7 @@ func (m *Matcher) unfulfilled(ctx context.Context, b Booking) {
 func (m *Matcher) refreshProfiles(ctx context.Context) {
 	m.mu.Lock()
 	since := m.profilesAt
-	if m.profilesRan {
+	if !since.IsZero() {
 		since = since.Add(-5 * time.Second)
 	}
 	m.mu.Unlock()
@@ -766,7 +785,6 @@ func (m *Matcher) refreshProfiles(ctx context.Context) {
 		if last.After(m.profilesAt) {
 			m.profilesAt = last
 		}
-		m.profilesRan = true
 		m.mu.Unlock()
 		if len(ps) < 5000 || !last.After(since) {
 			return

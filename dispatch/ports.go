@@ -69,6 +69,7 @@ type BookingStore interface {
 
 // Resume is a driver's state to send again on reconnect.
 type Resume struct {
+	Known  bool // the driver has a profile
 	Active *Booking
 	Offers []OfferOf
 }

@@ -2,7 +2,6 @@ package realtime
 
 import (
 	"context"
-	"errors"
 	"math"
 	"sync"
 	"time"
@@ -64,6 +63,12 @@ func (d *driverSession) start(ctx context.Context) {
 	res, err := h.store.Resume(ctx, d.actor.ID)
 	if err != nil {
 		h.log.Warn().Err(err).Str("driver", d.actor.ID).Msg("resume driver")
+	} else if !res.Known {
+		// A driver's first connection ever gives them a profile (the only second query).
+		if err := h.store.UpsertDriver(ctx, dispatch.DriverProfile{ID: d.actor.ID, Name: d.actor.ID, Rating: 5,
+			Transmissions: []dispatch.Transmission{dispatch.Manual, dispatch.Automatic}}); err != nil {
+			h.log.Warn().Err(err).Str("driver", d.actor.ID).Msg("create driver profile")
+		}
 	}
 	if res.Active != nil {
 		hello["booking"] = res.Active.Public()
@@ -209,14 +214,6 @@ func (d *driverSession) setStatus(ctx context.Context, s string) error {
 	switch s {
 	case "online":
 		want = dispatch.DriverAvailable
-		// A driver unknown to the business gets a profile here, not at every hello (one query
-		// per connect at most: thousands reconnecting at once queued the matcher behind them).
-		if _, err := d.h.store.Driver(ctx, d.actor.ID); errors.Is(err, dispatch.ErrNotFound) {
-			if err := d.h.store.UpsertDriver(ctx, dispatch.DriverProfile{ID: d.actor.ID, Name: d.actor.ID, Rating: 5,
-				Transmissions: []dispatch.Transmission{dispatch.Manual, dispatch.Automatic}}); err != nil {
-				return err
-			}
-		}
 	case "offline":
 		want = dispatch.DriverOffline
 	default:

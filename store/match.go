@@ -135,19 +135,38 @@ func bookingColsOf(alias string) string {
 	return strings.Join(cols, ", ")
 }
 
-// resumeQuery is a driver's active booking and open offers with their bookings, in one
-// statement: a socket's hello costs one query (it cost four, and thousands of drivers
-// connecting at once queued the matcher behind them).
-var resumeQuery = `SELECT 'a', '', '', '', '', 0, '', 0, b.created_at, b.created_at, ` + bookingColsOf("b") + `
-	FROM bookings b WHERE b.id = (SELECT booking_id FROM driver_active WHERE driver_id = ?)
-	UNION ALL
-	SELECT 'o', o.id, o.booking_id, o.driver_id, o.status, o.distance_m, o.region, o.fence, o.created_at, o.expires_at, ` + bookingColsOf("b") + `
-	FROM offers o JOIN bookings b ON b.id = o.booking_id WHERE o.driver_id = ? AND o.status = 'open'`
+// resumeQuery is a driver's active booking, open offers with their bookings, and whether
+// the driver has a profile, in one statement: a socket's hello costs one query (it cost four,
+// and thousands of drivers connecting at once queued the matcher behind them). Every column has
+// a name of its own: go-mysql-server merges the branches' columns by name.
+var resumeQuery = func() string {
+	offer := []string{"o.id", "o.booking_id", "o.driver_id", "o.status", "o.distance_m", "o.region", "o.fence", "o.created_at", "o.expires_at"}
+	noOffer := []string{"''", "''", "''", "''", "0", "''", "0", "b.created_at", "b.created_at"}
+	book := strings.Split(bookingColsOf("b"), ", ")
+	noBook := []string{"d.id", "''", "''", "0", "0", "''", "0", "d.created_at", "d.created_at", "''", "NULL", "NULL", "NULL",
+		"''", "'{}'", "NULL", "NULL", "NULL", "''", "0", "NULL", "NULL"}
+	sel := func(kind string, cols ...[]string) string {
+		out := []string{"'" + kind + "' AS c0"}
+		n := 1
+		for _, cs := range cols {
+			for _, c := range cs {
+				out = append(out, fmt.Sprintf("%s AS c%d", c, n))
+				n++
+			}
+		}
+		return "SELECT " + strings.Join(out, ", ")
+	}
+	noOfferOfDriver := append([]string(nil), noOffer...)
+	noOfferOfDriver[7], noOfferOfDriver[8] = "d.created_at", "d.created_at"
+	return sel("a", noOffer, book) + ` FROM bookings b WHERE b.id = (SELECT booking_id FROM driver_active WHERE driver_id = ?)
+	UNION ALL ` + sel("o", offer, book) + ` FROM offers o JOIN bookings b ON b.id = o.booking_id WHERE o.driver_id = ? AND o.status = 'open'
+	UNION ALL ` + sel("p", noOfferOfDriver, noBook) + ` FROM drivers d WHERE d.id = ?`
+}()
 
 // Resume implements dispatch.BookingStore.
 func (d *DB) Resume(ctx context.Context, driverID string) (dispatch.Resume, error) {
 	var r dispatch.Resume
-	rows, err := d.db.QueryContext(ctx, resumeQuery, driverID, driverID)
+	rows, err := d.db.QueryContext(ctx, resumeQuery, driverID, driverID, driverID)
 	if err != nil {
 		return r, fmt.Errorf("resume driver %s: %w", driverID, translate(err))
 	}
@@ -159,8 +178,12 @@ func (d *DB) Resume(ctx context.Context, driverID string) (dispatch.Resume, erro
 		if err != nil {
 			return dispatch.Resume{}, fmt.Errorf("resume driver %s: %w", driverID, translate(err))
 		}
-		if kind == "a" {
+		switch kind {
+		case "a":
 			r.Active = &b
+			continue
+		case "p":
+			r.Known = true
 			continue
 		}
 		o.Status = dispatch.OfferStatus(status)

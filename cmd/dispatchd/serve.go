@@ -233,22 +233,27 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 		g.Go(func() error { return hub.Run(gctx) })
 		g.Go(func() error { return writer.Run(gctx) })
 	}
+	// The dispatch path's own MySQL pool (a bulkhead) for the matcher and the outbox relay that
+	// brings it events: thousands of sockets connecting at once queue on theirs, never in front
+	// of matching (at 19,000 drivers one shared pool kept the matcher from offering anything
+	// for a minute).
+	workDB := conns.db
 	if cfg.Has("dispatcher") {
-		// The matcher reads candidates from an in-memory replica of the regions' drivers, fed by
-		// the gateways' region feeds (16 times GEOSEARCH's rate in BENCHMARKS.md); until its first
-		// load it answers from Redis.
-		replica := geo.NewReplica(index, geo.ReplicaOptions{}, log.With().Str("component", "replica").Logger())
-		g.Go(func() error { return replica.Run(gctx) })
-		// The matcher's own MySQL pool (a bulkhead): thousands of sockets connecting at once
-		// queue on theirs, never in front of the matcher (at 19,000 drivers one shared pool
-		// kept it from offering anything for a minute).
 		matchDB, err := store.Open(ctx, conns.dsn, store.Options{MaxOpenConns: cfg.MatcherConns, RelayLease: cfg.RelayLease},
 			log.With().Str("pool", "matcher").Logger())
 		if err != nil {
 			return fmt.Errorf("open the matcher's MySQL pool: %w", err)
 		}
 		defer matchDB.Close()
-		m := dispatch.NewMatcher(matchDB, replica, geo.NewRegions(conns.rdb, geo.Options{Prefix: cfg.RedisPrefix}), bus, dispatch.MatcherOptions{
+		workDB = matchDB
+	}
+	if cfg.Has("dispatcher") {
+		// The matcher reads candidates from an in-memory replica of the regions' drivers, fed by
+		// the gateways' region feeds (16 times GEOSEARCH's rate in BENCHMARKS.md); until its first
+		// load it answers from Redis.
+		replica := geo.NewReplica(index, geo.ReplicaOptions{}, log.With().Str("component", "replica").Logger())
+		g.Go(func() error { return replica.Run(gctx) })
+		m := dispatch.NewMatcher(workDB, replica, geo.NewRegions(conns.rdb, geo.Options{Prefix: cfg.RedisPrefix}), bus, dispatch.MatcherOptions{
 			Window: cfg.MatchWindow, OfferTimeout: cfg.OfferTimeout, MaxSearch: cfg.MaxSearch, Fresh: cfg.DriverFresh,
 			Sweep: cfg.MatchSweep, Greedy: cfg.MatchGreedy,
 		}, reg, log.With().Str("component", "matcher").Logger())
@@ -260,7 +265,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 		g.Go(func() error { return index.RunSweeper(gctx, cfg.DriverFresh, 4*cfg.DriverFresh, sweepLog) })
 	}
 	if cfg.Has("dispatcher") || cfg.Has("api") {
-		g.Go(func() error { return conns.db.RunRelay(gctx, bus, cfg.RelayInterval) })
+		g.Go(func() error { return workDB.RunRelay(gctx, bus, cfg.RelayInterval) })
 	}
 
 	srv := api.NewServer(svc, index, api.Options{Verifier: verifier, Ready: ready, Tiles: cfg.MapTiles,
