@@ -675,11 +675,12 @@ func (d *driverSim) read(s *socket) error {
 		switch fr.Type {
 		case "offer":
 			var o struct {
-				OfferID   string `json:"offer_id"`
-				BookingID string `json:"booking_id"`
+				OfferID   string  `json:"offer_id"`
+				BookingID string  `json:"booking_id"`
+				DistanceM float64 `json:"distance_m"`
 			}
 			_ = json.Unmarshal(fr.Data, &o)
-			d.offer(s, o.OfferID, o.BookingID, now)
+			d.offer(s, o.OfferID, o.BookingID, o.DistanceM, now)
 		case "booking":
 			var b bookingView
 			_ = json.Unmarshal(fr.Data, &b)
@@ -752,7 +753,7 @@ func (d *driverSim) retry(p pendingMsg) {
 	}
 }
 
-func (d *driverSim) offer(s *socket, offerID, bookingID string, now time.Time) {
+func (d *driverSim) offer(s *socket, offerID, bookingID string, distM float64, now time.Time) {
 	f := d.f
 	d.mu.Lock()
 	again := d.seen[offerID]
@@ -766,6 +767,7 @@ func (d *driverSim) offer(s *socket, offerID, bookingID string, now time.Time) {
 		f.Counts.OffersReceived.Add(1)
 		f.Series.Add(KindOffers, now, 1)
 		f.Series.Offered(bookingID, now)
+		f.Series.Pickup(distM)
 		f.lastOffer.Store(now.UnixMilli())
 	}
 	typ := "offer.decline"

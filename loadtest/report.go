@@ -138,6 +138,9 @@ type Latencies struct {
 	BookingPost Quantiles `json:"booking_post"`
 	// Ack: a driver's message (status, accept, decline, trip steps) to its ack.
 	Ack Quantiles `json:"driver_ack"`
+	// Pickup: the straight-line pickup distance of every offer received (distance_m), what
+	// batch matching shortens.
+	Pickup Distances `json:"pickup"`
 }
 
 // PhaseLatency is booking-to-offer latency of the bookings made in one part of the profile.
@@ -275,7 +278,8 @@ func (r *Result) fill(o PeakOptions, s *Series) {
 	for i, l := range ls {
 		ms[i] = l.ms
 	}
-	r.Latency = Latencies{BookingToOffer: Summarise(ms), NeverOffered: never, BookingPost: Summarise(post), Ack: Summarise(ack)}
+	r.Latency = Latencies{BookingToOffer: Summarise(ms), NeverOffered: never, BookingPost: Summarise(post), Ack: Summarise(ack),
+		Pickup: s.pickups()}
 	for _, ph := range phases(o.Demand) {
 		var xs []float64
 		for _, l := range ls {
@@ -410,6 +414,9 @@ func (r *Result) Markdown() string {
 		}
 	}
 	p("\nBookings for now that never had an offer before the drain cancelled them: %d.\n", r.Latency.NeverOffered)
+	if pk := r.Latency.Pickup; pk.N > 0 {
+		p("\nPickup distance of the %d offers received (straight line): mean %.0f m, p50 %.0f m, p95 %.0f m.\n", pk.N, pk.Mean, pk.P50, pk.P95)
+	}
 	if s := r.Server; s != nil {
 		p("\nThe server's own view (its histograms, bucket-interpolated):")
 		opt := func(name string, v *float64) {

@@ -50,6 +50,7 @@ type Series struct {
 	firstOffer map[string]time.Time
 	postMS     []float64
 	ackMS      []float64
+	pickupM    []float64 // distance_m of every offer received (once each)
 }
 
 // NewSeries returns a series whose second 0 begins at start.
@@ -121,6 +122,13 @@ func (s *Series) PostTook(d time.Duration) {
 	s.mu.Unlock()
 }
 
+// Pickup records the pickup distance an offer states (distance_m).
+func (s *Series) Pickup(m float64) {
+	s.mu.Lock()
+	s.pickupM = append(s.pickupM, m)
+	s.mu.Unlock()
+}
+
 // AckTook records the round trip of one acknowledged driver message.
 func (s *Series) AckTook(d time.Duration) {
 	s.mu.Lock()
@@ -136,6 +144,7 @@ type SeriesData struct {
 	FirstOffer map[string]time.Time `json:"first_offer,omitempty"`
 	PostMS     []float64            `json:"post_ms,omitempty"`
 	AckMS      []float64            `json:"ack_ms,omitempty"`
+	PickupM    []float64            `json:"pickup_m,omitempty"`
 }
 
 // Data snapshots the series.
@@ -168,6 +177,7 @@ func (s *Series) Data() SeriesData {
 	}
 	d.PostMS = append([]float64(nil), s.postMS...)
 	d.AckMS = append([]float64(nil), s.ackMS...)
+	d.PickupM = append([]float64(nil), s.pickupM...)
 	return d
 }
 
@@ -192,6 +202,7 @@ func (s *Series) Merge(d SeriesData) {
 	}
 	s.postMS = append(s.postMS, d.PostMS...)
 	s.ackMS = append(s.ackMS, d.AckMS...)
+	s.pickupM = append(s.pickupM, d.PickupM...)
 }
 
 // Quantiles summarises samples in milliseconds.
@@ -253,4 +264,28 @@ func (s *Series) samples() (post, ack []float64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]float64(nil), s.postMS...), append([]float64(nil), s.ackMS...)
+}
+
+// Distances summarises pickup distances in metres: the mean and nearest-rank p50 and p95.
+type Distances struct {
+	N    int     `json:"n"`
+	Mean float64 `json:"mean_m"`
+	P50  float64 `json:"p50_m"`
+	P95  float64 `json:"p95_m"`
+}
+
+// pickups summarises the pickup distance of every offer received.
+func (s *Series) pickups() Distances {
+	s.mu.Lock()
+	xs := append([]float64(nil), s.pickupM...)
+	s.mu.Unlock()
+	if len(xs) == 0 {
+		return Distances{}
+	}
+	sort.Float64s(xs)
+	sum := 0.0
+	for _, x := range xs {
+		sum += x
+	}
+	return Distances{N: len(xs), Mean: math.Round(sum / float64(len(xs))), P50: Percentile(xs, 50), P95: Percentile(xs, 95)}
 }

@@ -42,6 +42,8 @@ commands:
   peak      the peak-hour scenario against a server on loopback; writes report.{json,md} and
             charts (loadtest peak -h for its flags; make loadtest runs it against a server it starts)
   ingest    location ingestion at a steady rate against a gateway on loopback (loadtest ingest -h)
+  compare   LABEL=DIR LABEL=DIR...: peak reports side by side (pickup distance, booking-to-offer),
+            as loadtest/compare.sh writes for batch against greedy matching
   matchsim  the seeded matching simulation: greedy-nearest against batch-optimal pickup
             distances, a Markdown table by drivers per booking (loadtest matchsim -h)
 `
@@ -60,6 +62,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return loadtest.IngestMain(ctx, args[1:], getenv, stdout)
 	case "matchsim":
 		return matchTable(args[1:], stdout)
+	case "compare":
+		return compare(args[1:], stdout)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -248,4 +252,21 @@ func isTerminal(w io.Writer) bool {
 	}
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// compare writes the reports named LABEL=DIR side by side.
+func compare(args []string, stdout io.Writer) error {
+	var runs []loadtest.Compared
+	for _, a := range args {
+		label, dir, ok := strings.Cut(a, "=")
+		if !ok || label == "" || dir == "" {
+			return fmt.Errorf("compare: want LABEL=DIR, got %q", a)
+		}
+		r, err := loadtest.ReadResult(dir)
+		if err != nil {
+			return fmt.Errorf("compare: %w", err)
+		}
+		runs = append(runs, loadtest.Compared{Label: label, Dir: dir, Result: r})
+	}
+	return loadtest.WriteComparison(stdout, runs)
 }
