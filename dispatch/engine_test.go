@@ -80,7 +80,7 @@ func (c *clock) Add(d time.Duration) {
 
 // rig is the engine on real Redis and MariaDB.
 type rig struct {
-	t       *testing.T
+	t       testing.TB
 	db      *store.DB
 	rdb     redis.UniversalClient
 	index   *geo.Index
@@ -91,7 +91,7 @@ type rig struct {
 	prefix  string
 }
 
-func newRig(t *testing.T) *rig {
+func newRig(t testing.TB) *rig {
 	t.Helper()
 	dsn := storetest.MySQL(t)
 	db := storetest.Open(t, dsn)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -333,6 +334,12 @@ func (m *Matcher) refreshMembers(ctx context.Context) {
 		m.log.Warn().Err(err).Msg("matcher membership")
 		m.members = nil
 		return
+	}
+	sort.Strings(members)
+	if !slices.Equal(members, m.members) {
+		// A matcher came or went: the regions that now hash here are found by a sweep at once
+		// rather than at the next one (a dead matcher's regions moved 9 s after a kill -9).
+		m.sweepNow = true
 	}
 	m.members = members
 }

@@ -22,7 +22,10 @@ import (
 // FleetOptions configure simulated drivers and customers.
 type FleetOptions struct {
 	// URL is the socket address, ws://127.0.0.1:PORT/v1/ws; only loopback is accepted.
-	URL    string
+	URL string
+	// REST is the base URL of the REST API (default: URL's host), for a gateway that serves
+	// sockets only (DISPATCH_ROLES=gateway) beside an API process.
+	REST   string
 	Secret []byte
 	// Drivers on their own sockets; each sends a point every Tick.
 	Drivers int
@@ -153,7 +156,11 @@ func NewFleet(opts FleetOptions, log zerolog.Logger) *Fleet {
 		opts.Series = NewSeries(time.Now())
 	}
 	f := &Fleet{opts: opts, log: log, Series: opts.Series, drained: make(chan struct{})}
-	f.rest = newClient(baseOf(opts.URL), opts.Secret, opts.MaxPendingBookings, &f.Counts.RateLimited)
+	rest := opts.REST
+	if rest == "" {
+		rest = baseOf(opts.URL)
+	}
+	f.rest = newClient(rest, opts.Secret, opts.MaxPendingBookings, &f.Counts.RateLimited)
 	if f.opts.OTP == nil {
 		f.opts.OTP = f.OTP
 	}

@@ -3,6 +3,7 @@ package loadtest
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -135,4 +136,45 @@ func (m Metrics) Minus(before Metrics) Metrics {
 		out.Sums[k] = v - before.Sums[k]
 	}
 	return out
+}
+
+// Plus adds another process's scrape (counters and histogram buckets add up across processes).
+func (m Metrics) Plus(o Metrics) Metrics {
+	out := Metrics{Samples: map[string]float64{}, Sums: map[string]float64{}}
+	for _, x := range []Metrics{m, o} {
+		for k, v := range x.Samples {
+			out.Samples[k] += v
+		}
+		for k, v := range x.Sums {
+			out.Sums[k] += v
+		}
+	}
+	return out
+}
+
+// ScrapeEach scrapes every URL; a URL that does not answer is left out of the map, with its
+// error joined into err.
+func ScrapeEach(ctx context.Context, urls []string) (map[string]Metrics, error) {
+	out := map[string]Metrics{}
+	var errs []error
+	for _, u := range urls {
+		m, err := Scrape(ctx, u)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out[u] = m
+	}
+	return out, errors.Join(errs...)
+}
+
+// Gained sums, over the URLs scraped both times, what each gained between before and after.
+func Gained(before, after map[string]Metrics) Metrics {
+	sum := Metrics{Samples: map[string]float64{}, Sums: map[string]float64{}}
+	for u, a := range after {
+		if b, ok := before[u]; ok {
+			sum = sum.Plus(a.Minus(b))
+		}
+	}
+	return sum
 }

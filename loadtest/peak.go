@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -34,8 +35,12 @@ const (
 type PeakOptions struct {
 	// Target is the server's base URL, http://127.0.0.1:8080; only loopback is accepted.
 	Target string
-	Secret []byte
-	City   City
+	// Gateways, when set, are the base URLs of gateway processes (DISPATCH_ROLES=gateway) that
+	// hold the sockets, Target then serving REST only: drivers' child processes take them in
+	// turn, the parent's dispatchers the first.
+	Gateways []string
+	Secret   []byte
+	City     City
 	// Drivers on their own sockets, each sending a point every Tick.
 	Drivers  int
 	Tick     time.Duration
@@ -62,7 +67,8 @@ type PeakOptions struct {
 	// Exe and ChildArgs start a child: by default this binary with `peak -child`.
 	Exe       string
 	ChildArgs []string
-	// MetricsURL is the server's Prometheus endpoint (loopback), scraped before and after to
+	// MetricsURL is the server's Prometheus endpoint (loopback; several, comma-separated, for a
+	// run over several processes: their counts add up), scraped before and after to
 	// set the server's own counts beside the generator's. Optional.
 	MetricsURL string
 	// Check runs after the run against the server's MySQL (the invariant check). Optional.
@@ -90,9 +96,14 @@ func (o *PeakOptions) defaults() error {
 	if err := CheckLoopback(o.Target); err != nil {
 		return err
 	}
-	if o.MetricsURL != "" {
-		if err := CheckLoopback(o.MetricsURL); err != nil {
+	for _, m := range o.metricsURLs() {
+		if err := CheckLoopback(m); err != nil {
 			return fmt.Errorf("metrics: %w", err)
+		}
+	}
+	for _, g := range o.Gateways {
+		if err := CheckLoopback(g); err != nil {
+			return fmt.Errorf("gateway: %w", err)
 		}
 	}
 	if o.City.Name == "" {
@@ -142,6 +153,13 @@ func (o *PeakOptions) defaults() error {
 	return errors.Join(errs...)
 }
 
+func (o *PeakOptions) metricsURLs() []string {
+	if o.MetricsURL == "" {
+		return nil
+	}
+	return strings.Split(o.MetricsURL, ",")
+}
+
 // plan decides the processes and source addresses for the sockets.
 func (o *PeakOptions) plan() (procs int, sources []string) {
 	sockets := o.Drivers + o.Dispatchers
@@ -169,20 +187,30 @@ func Peak(ctx context.Context, o PeakOptions) (*Result, error) {
 	}
 	u, _ := url.Parse(o.Target)
 	wsURL := "ws://" + u.Host + "/v1/ws"
+	rest := ""
+	sockets := []string{wsURL}
+	if len(o.Gateways) > 0 {
+		rest, sockets = o.Target, nil
+		for _, g := range o.Gateways {
+			gu, _ := url.Parse(g)
+			sockets = append(sockets, "ws://"+gu.Host+"/v1/ws")
+		}
+		wsURL = sockets[0]
+	}
 	procs, sources := o.plan()
 	log := o.Log
 
-	var before Metrics
+	var before map[string]Metrics
 	if o.MetricsURL != "" {
 		var err error
-		if before, err = Scrape(ctx, o.MetricsURL); err != nil {
+		if before, err = ScrapeEach(ctx, o.metricsURLs()); err != nil {
 			return nil, err
 		}
 	}
 	loadBefore := loadAvg()
 	start := time.Now()
 	series := NewSeries(start)
-	fopts := FleetOptions{URL: wsURL, Secret: o.Secret, Tick: o.Tick, Demand: o.Demand, ScheduledP: o.ScheduledP,
+	fopts := FleetOptions{URL: wsURL, REST: rest, Secret: o.Secret, Tick: o.Tick, Demand: o.Demand, ScheduledP: o.ScheduledP,
 		AcceptP: o.AcceptP, IgnoreP: 1 - o.AcceptP - o.DeclineP, ReconnectP: o.ReconnectP, Approach: o.Approach,
 		TripTime: o.TripTime, City: o.City, Seed: o.Seed, IDPrefix: o.IDPrefix, LocalAddrs: sources, Series: series}
 	if fopts.IgnoreP < 1e-9 {
@@ -213,7 +241,7 @@ func Peak(ctx context.Context, o PeakOptions) (*Result, error) {
 		}
 		per := (o.Drivers + procs - 1) / procs
 		for first := 0; first < o.Drivers; first += per {
-			cfg := childConfig{URL: wsURL, Secret: o.Secret, FirstDriver: first, Drivers: min(per, o.Drivers-first),
+			cfg := childConfig{URL: sockets[len(children)%len(sockets)], REST: rest, Secret: o.Secret, FirstDriver: first, Drivers: min(per, o.Drivers-first),
 				Tick: o.Tick, AcceptP: fopts.AcceptP, IgnoreP: fopts.IgnoreP, ReconnectP: o.ReconnectP, Approach: o.Approach,
 				TripTime: o.TripTime, City: o.City, Seed: o.Seed, IDPrefix: o.IDPrefix, LocalAddrs: sources,
 				OTPURL: "http://" + ln.Addr().String() + "/otp", Start: start}
@@ -309,11 +337,14 @@ func Peak(ctx context.Context, o PeakOptions) (*Result, error) {
 
 	report := context.WithoutCancel(ctx)
 	if o.MetricsURL != "" {
-		after, err := Scrape(report, o.MetricsURL)
+		after, err := ScrapeEach(report, o.metricsURLs())
 		if err != nil {
+			// A process killed during the run (a dispatcher, on purpose) is left out.
 			log.Warn().Err(err).Msg("scrape after the run")
-		} else {
-			res.Server = serverFigures(after.Minus(before), res.Totals)
+			res.MetricsMissing = len(o.metricsURLs()) - len(after)
+		}
+		if len(after) > 0 {
+			res.Server = serverFigures(Gained(before, after), res.Totals)
 		}
 	}
 	if o.Check != nil {

@@ -30,6 +30,7 @@ import (
 
 type childConfig struct {
 	URL         string        `json:"url"`
+	REST        string        `json:"rest,omitempty"`
 	Secret      []byte        `json:"secret"`
 	FirstDriver int           `json:"first_driver"`
 	Drivers     int           `json:"drivers"`
@@ -82,7 +83,12 @@ func RunChild(ctx context.Context, stdin io.Reader, stdout io.Writer, log zerolo
 		return err
 	}
 	series := NewSeries(cfg.Start)
-	fleet := NewFleet(FleetOptions{URL: cfg.URL, Secret: cfg.Secret, Drivers: cfg.Drivers, FirstDriver: cfg.FirstDriver,
+	if cfg.REST != "" {
+		if err := CheckLoopback(cfg.REST); err != nil {
+			return err
+		}
+	}
+	fleet := NewFleet(FleetOptions{URL: cfg.URL, REST: cfg.REST, Secret: cfg.Secret, Drivers: cfg.Drivers, FirstDriver: cfg.FirstDriver,
 		Tick: cfg.Tick, AcceptP: cfg.AcceptP, IgnoreP: cfg.IgnoreP, ReconnectP: cfg.ReconnectP, Approach: cfg.Approach,
 		TripTime: cfg.TripTime, City: cfg.City, Seed: cfg.Seed, IDPrefix: cfg.IDPrefix, LocalAddrs: cfg.LocalAddrs,
 		OTP: remoteOTP(cfg.OTPURL), Series: series}, log)

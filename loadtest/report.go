@@ -43,10 +43,13 @@ type Result struct {
 	// LatencyBins are booking-to-offer percentiles over time, by when the offer arrived.
 	LatencyBins []LatencyBin `json:"latency_bins"`
 
-	Server     *ServerFigures `json:"server,omitempty"`
-	MySQL      *MySQLCheck    `json:"mysql,omitempty"`
-	CheckError string         `json:"mysql_error,omitempty"`
-	Agreement  []Agreement    `json:"agreement,omitempty"`
+	Server *ServerFigures `json:"server,omitempty"`
+	// MetricsMissing: server processes that could not be scraped after the run (killed on
+	// purpose, say); the server's figures leave them out.
+	MetricsMissing int         `json:"metrics_missing,omitempty"`
+	MySQL          *MySQLCheck `json:"mysql,omitempty"`
+	CheckError     string      `json:"mysql_error,omitempty"`
+	Agreement      []Agreement `json:"agreement,omitempty"`
 
 	childTotals Totals
 	loadBefore  string

@@ -75,6 +75,7 @@ func peak(ctx context.Context, args []string, getenv func(string) string, stdout
 	fs := flag.NewFlagSet("peak", flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	target := fs.String("target", "http://127.0.0.1:8080", "the server's base URL (loopback only)")
+	gateways := fs.String("gateways", "", "comma-separated base URLs of gateway processes holding the sockets (then -target serves REST only; children take them in turn)")
 	metrics := fs.String("metrics", "", "the server's Prometheus URL, e.g. http://127.0.0.1:9090/metrics (loopback only; optional)")
 	dsn := fs.String("mysql-dsn", getenv("MYSQL_DSN"), "the server's MySQL, for the invariant check after the run (default $MYSQL_DSN; empty: no check)")
 	city := fs.String("city", "bengaluru", "city preset: bengaluru, delhi or mumbai")
@@ -147,6 +148,9 @@ func peak(ctx context.Context, args []string, getenv func(string) string, stdout
 		ReconnectP: *reconnect, Approach: *approach, TripTime: *trip, Dispatchers: *dispatchers, Drain: *drain,
 		Procs: *procs, Sources: *sources, Exe: *exe, MetricsURL: *metrics, Seed: *seed, IDPrefix: *prefix,
 		Progress: stdout, TTY: isTerminal(stdout), Log: log,
+	}
+	if *gateways != "" {
+		o.Gateways = strings.Split(*gateways, ",")
 	}
 	if *dsn != "" {
 		o.Check = mysqlCheck(*dsn)
