@@ -86,4 +86,3 @@ func BenchmarkOffers(b *testing.B) {
 		})
 	}
 }
-
