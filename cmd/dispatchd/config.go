@@ -15,6 +15,7 @@ type Config struct {
 	AdminAddr       string        // DISPATCH_ADMIN_ADDR
 	RedisURL        string        // REDIS_URL
 	MySQLDSN        string        // MYSQL_DSN
+	MySQLCAFile     string        // DISPATCH_MYSQL_CA_FILE
 	RedisPrefix     string        // DISPATCH_REDIS_PREFIX
 	JWTSecret       string        // DISPATCH_JWT_SECRET
 	JWTIssuer       string        // DISPATCH_JWT_ISSUER
@@ -54,6 +55,7 @@ var Settings = []Setting{
 	{"DISPATCH_ADMIN_ADDR", ":9090", "/metrics and /debug/pprof; keep it off the public network"},
 	{"REDIS_URL", "(unset: embedded)", "redis:// or rediss:// URL; several comma-separated addresses mean a Redis Cluster"},
 	{"MYSQL_DSN", "(unset: embedded)", "go-sql-driver DSN, e.g. user:pass@tcp(host:3306)/dispatch"},
+	{"DISPATCH_MYSQL_CA_FILE", "", "PEM bundle the MySQL server's certificate must chain to (RDS: global-bundle.pem); the DSN must then say tls=true"},
 	{"DISPATCH_REDIS_PREFIX", "", "put before every Redis key and channel, so environments can share one Redis"},
 	{"DISPATCH_JWT_SECRET", "(required)", "HS256 secret of at least 32 bytes"},
 	{"DISPATCH_JWT_ISSUER", "", "when set, tokens must carry this iss"},
@@ -123,6 +125,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	str("DISPATCH_ADMIN_ADDR", &c.AdminAddr)
 	str("REDIS_URL", &c.RedisURL)
 	str("MYSQL_DSN", &c.MySQLDSN)
+	str("DISPATCH_MYSQL_CA_FILE", &c.MySQLCAFile)
 	str("DISPATCH_REDIS_PREFIX", &c.RedisPrefix)
 	str("DISPATCH_JWT_SECRET", &c.JWTSecret)
 	str("DISPATCH_JWT_ISSUER", &c.JWTIssuer)
@@ -214,6 +217,9 @@ func (c Config) Validate() error {
 	}
 	if strings.ContainsAny(c.RedisPrefix, "{}") {
 		errs = append(errs, errors.New("DISPATCH_REDIS_PREFIX must not contain braces (they are the cluster hash tags)"))
+	}
+	if c.MySQLCAFile != "" && c.MySQLDSN == "" {
+		errs = append(errs, errors.New("DISPATCH_MYSQL_CA_FILE is set but MYSQL_DSN is not: the CA file verifies a MySQL server"))
 	}
 	if (c.RedisURL == "") != (c.MySQLDSN == "") {
 		errs = append(errs, errors.New("set both REDIS_URL and MYSQL_DSN, or neither for the embedded development engines"))

@@ -81,7 +81,7 @@ func connect(ctx context.Context, cfg Config, log zerolog.Logger) (*connections,
 	}
 	conns.rdb = rdb
 	conns.closers = append(conns.closers, func() { _ = rdb.Close() })
-	db, err := store.Open(ctx, dsn, store.Options{RelayLease: cfg.RelayLease}, log)
+	db, err := store.Open(ctx, dsn, store.Options{RelayLease: cfg.RelayLease, CAFile: cfg.MySQLCAFile}, log)
 	if err != nil {
 		conns.Close()
 		return nil, fmt.Errorf("open MySQL: %w", err)
@@ -136,7 +136,7 @@ func migrate(ctx context.Context, getenv func(string) string, stdout io.Writer) 
 		return errors.New("MYSQL_DSN must be set for migrate")
 	}
 	log := newLogger(Config{LogLevel: "info", LogFormat: "auto"}, stdout)
-	db, err := store.Open(ctx, dsn, store.Options{}, log)
+	db, err := store.Open(ctx, dsn, store.Options{CAFile: getenv("DISPATCH_MYSQL_CA_FILE")}, log)
 	if err != nil {
 		return err
 	}
