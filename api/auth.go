@@ -17,14 +17,20 @@ var Roles = []string{"driver", "customer", "dispatcher", "admin"}
 // Verifier checks bearer tokens: HS256 only (the algorithm is pinned, so "none" and RS/HS
 // confusion are refused), exp required, issuer and audience checked when configured.
 type Verifier struct {
-	secret   []byte
+	keys     jwt.VerificationKeySet
 	issuer   string
 	audience string
 }
 
-// NewVerifier returns a verifier for tokens signed with secret.
-func NewVerifier(secret []byte, issuer, audience string) *Verifier {
-	return &Verifier{secret: secret, issuer: issuer, audience: audience}
+// NewVerifier returns a verifier for tokens signed with secret or, during a rotation, with
+// one of the previous secrets (OPERATIONS.md, "Rotating the JWT secret"). It only verifies:
+// whoever signs uses the current secret.
+func NewVerifier(secret []byte, issuer, audience string, previous ...[]byte) *Verifier {
+	v := &Verifier{issuer: issuer, audience: audience}
+	for _, k := range append([][]byte{secret}, previous...) {
+		v.keys.Keys = append(v.keys.Keys, k)
+	}
+	return v
 }
 
 type claims struct {
@@ -45,7 +51,7 @@ func (v *Verifier) Verify(token string) (dispatch.Actor, time.Time, error) {
 		opts = append(opts, jwt.WithAudience(v.audience))
 	}
 	var c claims
-	_, err := jwt.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return v.secret, nil }, opts...)
+	_, err := jwt.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return v.keys, nil }, opts...)
 	if err != nil {
 		return dispatch.Actor{}, time.Time{}, fmt.Errorf("%w: %v", errUnauthenticated, err)
 	}

@@ -169,3 +169,49 @@ func TestContentSecurityPolicy(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifierDuringRotation: with a previous secret configured, tokens signed with either the
+// current or the previous secret are accepted (from a request, as a client sends them); any
+// other secret is refused, and once the previous secret is dropped its tokens are refused.
+func TestVerifierDuringRotation(t *testing.T) {
+	current := []byte("current-secret-of-at-least-32-bytes-0123")
+	previous := []byte("previous-secret-of-at-least-32-bytes-012")
+	other := []byte("another-secret-of-at-least-32-bytes-xxxx")
+	sign := func(secret []byte) string {
+		tok, err := Sign(secret, "driver", "d-7", time.Hour, "", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	rotating := NewVerifier(current, "", "", previous)
+	after := NewVerifier(current, "", "")
+	tests := []struct {
+		name string
+		v    *Verifier
+		tok  string
+		ok   bool
+	}{
+		{"current secret, during rotation", rotating, sign(current), true},
+		{"previous secret, during rotation", rotating, sign(previous), true},
+		{"unknown secret, during rotation", rotating, sign(other), false},
+		{"current secret, after rotation", after, sign(current), true},
+		{"previous secret, after rotation", after, sign(previous), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest("GET", "/v1/bookings", nil)
+			r.Header.Set("Authorization", "Bearer "+tt.tok)
+			actor, _, err := tt.v.FromRequest(r)
+			if got := err == nil; got != tt.ok {
+				t.Fatalf("got accepted %v (%v), want %v", got, err, tt.ok)
+			}
+			if err != nil && !errors.Is(err, errUnauthenticated) {
+				t.Errorf("got %v, want errUnauthenticated", err)
+			}
+			if tt.ok && (actor.ID != "d-7" || actor.Role != "driver") {
+				t.Errorf("got actor %+v, want d-7 driver", actor)
+			}
+		})
+	}
+}

@@ -18,6 +18,7 @@ type Config struct {
 	MySQLCAFile     string        // DISPATCH_MYSQL_CA_FILE
 	RedisPrefix     string        // DISPATCH_REDIS_PREFIX
 	JWTSecret       string        // DISPATCH_JWT_SECRET
+	JWTPrevious     string        // DISPATCH_JWT_SECRET_PREVIOUS
 	JWTIssuer       string        // DISPATCH_JWT_ISSUER
 	JWTAudience     string        // DISPATCH_JWT_AUDIENCE
 	Roles           []string      // DISPATCH_ROLES
@@ -58,6 +59,7 @@ var Settings = []Setting{
 	{"DISPATCH_MYSQL_CA_FILE", "", "PEM bundle the MySQL server's certificate must chain to (RDS: global-bundle.pem); the DSN must then say tls=true"},
 	{"DISPATCH_REDIS_PREFIX", "", "put before every Redis key and channel, so environments can share one Redis"},
 	{"DISPATCH_JWT_SECRET", "(required)", "HS256 secret of at least 32 bytes"},
+	{"DISPATCH_JWT_SECRET_PREVIOUS", "", "during a rotation, the secret being replaced: tokens signed with it are still accepted (never used to sign); at least 32 bytes, not the current one"},
 	{"DISPATCH_JWT_ISSUER", "", "when set, tokens must carry this iss"},
 	{"DISPATCH_JWT_AUDIENCE", "", "when set, tokens must carry this aud"},
 	{"DISPATCH_ROLES", "all", "any of gateway, dispatcher, api (comma-separated), or all"},
@@ -128,6 +130,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	str("DISPATCH_MYSQL_CA_FILE", &c.MySQLCAFile)
 	str("DISPATCH_REDIS_PREFIX", &c.RedisPrefix)
 	str("DISPATCH_JWT_SECRET", &c.JWTSecret)
+	str("DISPATCH_JWT_SECRET_PREVIOUS", &c.JWTPrevious)
 	str("DISPATCH_JWT_ISSUER", &c.JWTIssuer)
 	str("DISPATCH_JWT_AUDIENCE", &c.JWTAudience)
 	list("DISPATCH_ROLES", &c.Roles)
@@ -214,6 +217,9 @@ func (c Config) Validate() error {
 	}
 	if len(c.JWTSecret) < 32 {
 		errs = append(errs, errors.New("DISPATCH_JWT_SECRET must be set to at least 32 bytes (make run sets a development one)"))
+	}
+	if c.JWTPrevious != "" && (len(c.JWTPrevious) < 32 || c.JWTPrevious == c.JWTSecret) {
+		errs = append(errs, errors.New("DISPATCH_JWT_SECRET_PREVIOUS must be at least 32 bytes and differ from DISPATCH_JWT_SECRET (or be unset)"))
 	}
 	if strings.ContainsAny(c.RedisPrefix, "{}") {
 		errs = append(errs, errors.New("DISPATCH_REDIS_PREFIX must not contain braces (they are the cluster hash tags)"))

@@ -190,7 +190,11 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 	index := geo.NewIndex(conns.rdb, geo.Options{Prefix: cfg.RedisPrefix, Feed: true})
 	bus := realtime.NewBus(conns.rdb, cfg.RedisPrefix)
 	svc := dispatch.NewService(conns.db, index, bus, dispatch.ServiceOptions{Tariff: tariff, Trails: index})
-	verifier := api.NewVerifier([]byte(cfg.JWTSecret), cfg.JWTIssuer, cfg.JWTAudience)
+	var previous [][]byte
+	if cfg.JWTPrevious != "" {
+		previous = append(previous, []byte(cfg.JWTPrevious))
+	}
+	verifier := api.NewVerifier([]byte(cfg.JWTSecret), cfg.JWTIssuer, cfg.JWTAudience, previous...)
 
 	var draining atomic.Bool
 	ready := func(ctx context.Context) error {
