@@ -34,6 +34,7 @@ commands:
   healthcheck  exit 0 when the local server's /livez answers 200
   backup       write a consistent gzip-compressed logical backup of MySQL: backup [-o FILE]
   restore      load a backup into an empty database: restore [-i FILE]
+  import       load the old system's CSV export: import -dir DIR (OPERATIONS.md)
 `
 
 // run is the whole program; tests call it with their own args, environment and output.
@@ -54,6 +55,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return backup(ctx, args[1:], getenv, stdout)
 	case "restore":
 		return restore(ctx, args[1:], getenv, os.Stdin, stdout)
+	case "import":
+		return importExport(ctx, args[1:], getenv, stdout)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil
