@@ -26,7 +26,8 @@ const (
 // routeExposure is every route api/server.go registers and how it must be exposed. The apps
 // (drivers, customers) use the public routes; the dispatchers' page and the staff routes are
 // reached through the admin VPN. /v1/ws and the booking reads are shared: dispatchers use
-// them too (from inside the VPN), the roles in the token decide what they see.
+// them too, and their tokens are accepted only from the VPC's addresses, where the VPN's
+// traffic comes from (DISPATCH_STAFF_NETWORKS, TestStaffTokensOnlyThroughTheVPN).
 var routeExposure = map[string]exposure{
 	"GET /livez":                    health,
 	"GET /readyz":                   health,
@@ -479,5 +480,45 @@ func TestInternalBalancerOnlyThroughTheVPN(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestStaffTokensOnlyThroughTheVPN: every task behind a load balancer accepts dispatcher and
+// admin tokens only from the VPC's addresses (the admin VPN's traffic enters from its
+// subnets), counting the client address the load balancer appended (DISPATCH_PROXY_HOPS=1).
+func TestStaffTokensOnlyThroughTheVPN(t *testing.T) {
+	ss := mustLoad(t, "cloudformation")
+	n := 0
+	for _, s := range ss {
+		for _, id := range sortedKeys(s.tmpl.GetAllECSServiceResources()) {
+			svc, _ := s.tmpl.GetECSServiceWithName(id)
+			if len(svc.LoadBalancers) == 0 {
+				continue
+			}
+			tdRef, ok := ss.resolve(s, deref(svc.TaskDefinition))
+			if !ok {
+				t.Fatalf("%s/%s: task definition not in these templates", s.name, id)
+			}
+			td, _ := tdRef.stack.tmpl.GetECSTaskDefinitionWithName(tdRef.id)
+			for _, c := range td.ContainerDefinitions {
+				if c.Name != "dispatchd" {
+					continue
+				}
+				n++
+				got := ""
+				for _, e := range c.Environment {
+					if deref(e.Name) == "DISPATCH_STAFF_NETWORKS" {
+						got = deref(e.Value)
+					}
+				}
+				es, v, ok := ss.export(strings.TrimSuffix(strings.TrimPrefix(got, "import("), ")"))
+				if !ok || es.name != "network" || v != "param(VpcCidr)" && v != "10.40.0.0/16" {
+					t.Errorf("%s/%s: got DISPATCH_STAFF_NETWORKS %q, want the VPC's CIDR imported from the network stack", s.name, id, got)
+				}
+			}
+		}
+	}
+	if n < 2 {
+		t.Errorf("got %d services behind a load balancer, want the gateways and the api", n)
 	}
 }

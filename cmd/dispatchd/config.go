@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -40,11 +41,12 @@ type Config struct {
 	TariffsFile     string        // DISPATCH_TARIFFS
 	City            string        // DISPATCH_CITY
 	// Abuse limits (SECURITY.md).
-	RatePerUser       float64 // DISPATCH_RATE_PER_USER
-	RatePerAddr       float64 // DISPATCH_RATE_PER_ADDR
-	ProxyHops         int     // DISPATCH_PROXY_HOPS
-	SocketRatePerUser float64 // DISPATCH_SOCKET_RATE_PER_USER
-	MaxSocketsPerUser int     // DISPATCH_MAX_SOCKETS_PER_USER
+	RatePerUser       float64        // DISPATCH_RATE_PER_USER
+	RatePerAddr       float64        // DISPATCH_RATE_PER_ADDR
+	ProxyHops         int            // DISPATCH_PROXY_HOPS
+	StaffNetworks     []netip.Prefix // DISPATCH_STAFF_NETWORKS
+	SocketRatePerUser float64        // DISPATCH_SOCKET_RATE_PER_USER
+	MaxSocketsPerUser int            // DISPATCH_MAX_SOCKETS_PER_USER
 }
 
 // Setting documents one environment variable (README's table is checked against this list).
@@ -82,6 +84,7 @@ var Settings = []Setting{
 	{"DISPATCH_CITY", "bengaluru", "the city whose tariff prices bookings"},
 	{"DISPATCH_RATE_PER_USER", "20", "HTTP requests (socket upgrades included) a second per user, bursts twice that; 0: no limit"},
 	{"DISPATCH_RATE_PER_ADDR", "10", "HTTP requests a second per client address among those without a valid token, bursts twice that; 0: no limit"},
+	{"DISPATCH_STAFF_NETWORKS", "", "CIDRs (comma-separated) dispatcher and admin tokens are accepted from, e.g. the admin VPN's; the client address as DISPATCH_PROXY_HOPS finds it; empty: anywhere"},
 	{"DISPATCH_PROXY_HOPS", "0", "trusted proxies appending to X-Forwarded-For in front (behind an ALB: 1); 0 counts the peer address"},
 	{"DISPATCH_SOCKET_RATE_PER_USER", "20", "socket messages a second per user across its sockets, bursts twice that"},
 	{"DISPATCH_MAX_SOCKETS_PER_USER", "5", "open sockets per customer or dispatcher (a driver's new socket replaces its old one)"},
@@ -199,6 +202,16 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	num("DISPATCH_RATE_PER_USER", &c.RatePerUser, 0, 1e6)
 	num("DISPATCH_RATE_PER_ADDR", &c.RatePerAddr, 0, 1e6)
 	integer("DISPATCH_PROXY_HOPS", &c.ProxyHops, 0, 10)
+	var staff []string
+	list("DISPATCH_STAFF_NETWORKS", &staff)
+	for _, s := range staff {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("DISPATCH_STAFF_NETWORKS: %q is not a CIDR such as 10.40.0.0/16", s))
+			continue
+		}
+		c.StaffNetworks = append(c.StaffNetworks, p.Masked())
+	}
 	num("DISPATCH_SOCKET_RATE_PER_USER", &c.SocketRatePerUser, 0.1, 1e6)
 	integer("DISPATCH_MAX_SOCKETS_PER_USER", &c.MaxSocketsPerUser, 1, 1000)
 	if err := c.Validate(); err != nil {

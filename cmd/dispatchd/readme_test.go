@@ -40,6 +40,7 @@ func TestConfigRefusesBadSettings(t *testing.T) {
 		"REDIS_URL":                    "redis://127.0.0.1:6379",    // without MYSQL_DSN
 		"DISPATCH_JWT_SECRET_PREVIOUS": testSecret,                  // the current one again
 		"DISPATCH_MYSQL_CA_FILE":       "/etc/ssl/certs/rds-ca.pem", // without MYSQL_DSN
+		"DISPATCH_STAFF_NETWORKS":      "10.40.0.0/16,vpn",
 	}
 	for name, val := range cases {
 		env := map[string]string{}

@@ -195,6 +195,9 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 		previous = append(previous, []byte(cfg.JWTPrevious))
 	}
 	verifier := api.NewVerifier([]byte(cfg.JWTSecret), cfg.JWTIssuer, cfg.JWTAudience, previous...)
+	if len(cfg.StaffNetworks) > 0 {
+		verifier.StaffFrom(cfg.StaffNetworks, cfg.ProxyHops)
+	}
 
 	var draining atomic.Bool
 	ready := func(ctx context.Context) error {
