@@ -5,6 +5,7 @@ import (
 	"crypto/rsa"
 	"errors"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -167,5 +168,99 @@ func TestContentSecurityPolicy(t *testing.T) {
 		if got := ContentSecurityPolicy(tiles); !strings.Contains(got, want) {
 			t.Errorf("tiles %q: got %q, want it to hold %q", tiles, got, want)
 		}
+	}
+}
+
+// TestVerifierDuringRotation: with a previous secret configured, tokens signed with either the
+// current or the previous secret are accepted (from a request, as a client sends them); any
+// other secret is refused, and once the previous secret is dropped its tokens are refused.
+func TestVerifierDuringRotation(t *testing.T) {
+	current := []byte("current-secret-of-at-least-32-bytes-0123")
+	previous := []byte("previous-secret-of-at-least-32-bytes-012")
+	other := []byte("another-secret-of-at-least-32-bytes-xxxx")
+	sign := func(secret []byte) string {
+		tok, err := Sign(secret, "driver", "d-7", time.Hour, "", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	rotating := NewVerifier(current, "", "", previous)
+	after := NewVerifier(current, "", "")
+	tests := []struct {
+		name string
+		v    *Verifier
+		tok  string
+		ok   bool
+	}{
+		{"current secret, during rotation", rotating, sign(current), true},
+		{"previous secret, during rotation", rotating, sign(previous), true},
+		{"unknown secret, during rotation", rotating, sign(other), false},
+		{"current secret, after rotation", after, sign(current), true},
+		{"previous secret, after rotation", after, sign(previous), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest("GET", "/v1/bookings", nil)
+			r.Header.Set("Authorization", "Bearer "+tt.tok)
+			actor, _, err := tt.v.FromRequest(r)
+			if got := err == nil; got != tt.ok {
+				t.Fatalf("got accepted %v (%v), want %v", got, err, tt.ok)
+			}
+			if err != nil && !errors.Is(err, errUnauthenticated) {
+				t.Errorf("got %v, want errUnauthenticated", err)
+			}
+			if tt.ok && (actor.ID != "d-7" || actor.Role != "driver") {
+				t.Errorf("got actor %+v, want d-7 driver", actor)
+			}
+		})
+	}
+}
+
+// TestStaffTokensOnlyFromStaffNetworks: with StaffFrom, dispatcher and admin tokens are
+// accepted only from the staff networks (behind one proxy: the address it appended to
+// X-Forwarded-For, not what the client claims further left); other roles from anywhere.
+func TestStaffTokensOnlyFromStaffNetworks(t *testing.T) {
+	secret := []byte(testSecret)
+	v := NewVerifier(secret, "", "")
+	v.StaffFrom([]netip.Prefix{netip.MustParsePrefix("10.40.0.0/16"), netip.MustParsePrefix("2001:db8:40::/48")}, 1)
+	open := NewVerifier(secret, "", "")
+	tests := []struct {
+		name, role, xff string
+		v               *Verifier
+		ok              bool
+	}{
+		{"dispatcher through the VPN", "dispatcher", "10.40.17.9", v, true},
+		{"admin through the VPN", "admin", "10.40.3.3", v, true},
+		{"dispatcher from the internet", "dispatcher", "49.36.12.7", v, false},
+		{"admin from the internet", "admin", "49.36.12.7", v, false},
+		{"dispatcher claiming a VPN address", "dispatcher", "10.40.17.9, 49.36.12.7", v, false},
+		{"dispatcher without a forwarded address", "dispatcher", "", v, false},
+		{"dispatcher from a staff IPv6 /64", "dispatcher", "2001:db8:40:7::12", v, true},
+		{"dispatcher from another IPv6 network", "dispatcher", "2001:db8:41::12", v, false},
+		{"driver from the internet", "driver", "49.36.12.7", v, true},
+		{"customer from the internet", "customer", "49.36.12.7", v, true},
+		{"dispatcher from the internet, no restriction", "dispatcher", "49.36.12.7", open, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tok, err := Sign(secret, tt.role, "u-1", time.Hour, "", "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := httptest.NewRequest("GET", "/v1/ws", nil)
+			r.RemoteAddr = "10.40.0.55:41000" // the load balancer
+			if tt.xff != "" {
+				r.Header.Set("X-Forwarded-For", tt.xff)
+			}
+			r.Header.Set("Sec-WebSocket-Protocol", "bearer."+tok)
+			_, _, err = tt.v.FromRequest(r)
+			if got := err == nil; got != tt.ok {
+				t.Errorf("got accepted %v (%v), want %v", got, err, tt.ok)
+			}
+			if err != nil && !errors.Is(err, errUnauthenticated) {
+				t.Errorf("got %v, want errUnauthenticated", err)
+			}
+		})
 	}
 }

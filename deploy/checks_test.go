@@ -843,8 +843,22 @@ var anyResource = map[string]bool{
 	"cloudwatch:PutMetricData":   true,
 }
 
-// taskRoleActions is all a task role may do.
-var taskRoleActions = map[string]bool{"cloudwatch:PutMetricData": true}
+// taskRoleActions is all a task role may do; backupTaskActions what the role of a task that
+// runs `dispatchd backup` may do besides (write the dump to its bucket, encrypted).
+var (
+	taskRoleActions   = map[string]bool{"cloudwatch:PutMetricData": true}
+	backupTaskActions = map[string]bool{"s3:PutObject": true, "kms:GenerateDataKey": true}
+)
+
+// runsBackup reports whether a task definition's containers run `dispatchd backup`.
+func runsBackup(td *ecs.TaskDefinition) bool {
+	for _, c := range td.ContainerDefinitions {
+		if len(c.Command) > 0 && c.Command[0] == "backup" {
+			return true
+		}
+	}
+	return false
+}
 
 func checkIAM(ss stackSet) findings {
 	var fs findings
@@ -908,7 +922,7 @@ func checkIAM(ss stackSet) findings {
 				}
 				for _, st := range ro.policies {
 					for _, a := range st.actions {
-						if st.effect == "Allow" && !taskRoleActions[a] {
+						if st.effect == "Allow" && !taskRoleActions[a] && !(runsBackup(td) && backupTaskActions[a]) {
 							fs.add(ro.where, "task role of %s may %s; a task role may put metrics at most", id, a)
 						}
 					}

@@ -10,7 +10,7 @@
 #
 # Settings (environment, defaults in brackets):
 #   CITY_DRIVERS [10000] CITY_RATE [100] bookings/s  CITY_DURATION [60s]  CITY_TICK [5s]
-#   CITY_GATEWAYS [3] CITY_DISPATCHERS [2] CITY_KILL_AT [30] (0: no kill)  CITY_PROCS [gateways+1]
+#   CITY_GATEWAYS [3] CITY_DISPATCHERS [2] CITY_KILL_AT [30] (0: no kill)  CITY_PROCS [gateways]
 #   REDIS_URL [redis://127.0.0.1:6379]  LOADTEST_MYSQL [root@tcp(127.0.0.1:3306)/]
 #   CITY_OUT [loadtest/out/city-<time>]
 # Writes the peak report there, with city.md: the topology, per-role CPU and the takeover gap.
@@ -25,7 +25,7 @@ tick=${CITY_TICK:-5s}
 ngw=${CITY_GATEWAYS:-3}
 ndisp=${CITY_DISPATCHERS:-2}
 kill_at=${CITY_KILL_AT:-30}
-procs=${CITY_PROCS:-$((ngw + 1))}
+procs=${CITY_PROCS:-$ngw}
 redis_url=${REDIS_URL:-redis://127.0.0.1:6379}
 mysql_base=${LOADTEST_MYSQL:-root@tcp(127.0.0.1:3306)/}
 stamp=$(date +%Y%m%d-%H%M%S)

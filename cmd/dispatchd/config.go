@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -15,8 +16,10 @@ type Config struct {
 	AdminAddr       string        // DISPATCH_ADMIN_ADDR
 	RedisURL        string        // REDIS_URL
 	MySQLDSN        string        // MYSQL_DSN
+	MySQLCAFile     string        // DISPATCH_MYSQL_CA_FILE
 	RedisPrefix     string        // DISPATCH_REDIS_PREFIX
 	JWTSecret       string        // DISPATCH_JWT_SECRET
+	JWTPrevious     string        // DISPATCH_JWT_SECRET_PREVIOUS
 	JWTIssuer       string        // DISPATCH_JWT_ISSUER
 	JWTAudience     string        // DISPATCH_JWT_AUDIENCE
 	Roles           []string      // DISPATCH_ROLES
@@ -42,11 +45,12 @@ type Config struct {
 	TariffsFile     string        // DISPATCH_TARIFFS
 	City            string        // DISPATCH_CITY
 	// Abuse limits (SECURITY.md).
-	RatePerUser       float64 // DISPATCH_RATE_PER_USER
-	RatePerAddr       float64 // DISPATCH_RATE_PER_ADDR
-	ProxyHops         int     // DISPATCH_PROXY_HOPS
-	SocketRatePerUser float64 // DISPATCH_SOCKET_RATE_PER_USER
-	MaxSocketsPerUser int     // DISPATCH_MAX_SOCKETS_PER_USER
+	RatePerUser       float64        // DISPATCH_RATE_PER_USER
+	RatePerAddr       float64        // DISPATCH_RATE_PER_ADDR
+	ProxyHops         int            // DISPATCH_PROXY_HOPS
+	StaffNetworks     []netip.Prefix // DISPATCH_STAFF_NETWORKS
+	SocketRatePerUser float64        // DISPATCH_SOCKET_RATE_PER_USER
+	MaxSocketsPerUser int            // DISPATCH_MAX_SOCKETS_PER_USER
 }
 
 // Setting documents one environment variable (README's table is checked against this list).
@@ -58,8 +62,10 @@ var Settings = []Setting{
 	{"DISPATCH_ADMIN_ADDR", ":9090", "/metrics and /debug/pprof; keep it off the public network"},
 	{"REDIS_URL", "(unset: embedded)", "redis:// or rediss:// URL; several comma-separated addresses mean a Redis Cluster"},
 	{"MYSQL_DSN", "(unset: embedded)", "go-sql-driver DSN, e.g. user:pass@tcp(host:3306)/dispatch"},
+	{"DISPATCH_MYSQL_CA_FILE", "", "PEM bundle the MySQL server's certificate must chain to (RDS: global-bundle.pem); the DSN must then say tls=true"},
 	{"DISPATCH_REDIS_PREFIX", "", "put before every Redis key and channel, so environments can share one Redis"},
 	{"DISPATCH_JWT_SECRET", "(required)", "HS256 secret of at least 32 bytes"},
+	{"DISPATCH_JWT_SECRET_PREVIOUS", "", "during a rotation, the secret being replaced: tokens signed with it are still accepted (never used to sign); at least 32 bytes, not the current one"},
 	{"DISPATCH_JWT_ISSUER", "", "when set, tokens must carry this iss"},
 	{"DISPATCH_JWT_AUDIENCE", "", "when set, tokens must carry this aud"},
 	{"DISPATCH_ROLES", "all", "any of gateway, dispatcher, api (comma-separated), or all"},
@@ -86,6 +92,7 @@ var Settings = []Setting{
 	{"DISPATCH_CITY", "bengaluru", "the city whose tariff prices bookings"},
 	{"DISPATCH_RATE_PER_USER", "20", "HTTP requests (socket upgrades included) a second per user, bursts twice that; 0: no limit"},
 	{"DISPATCH_RATE_PER_ADDR", "10", "HTTP requests a second per client address among those without a valid token, bursts twice that; 0: no limit"},
+	{"DISPATCH_STAFF_NETWORKS", "", "CIDRs (comma-separated) dispatcher and admin tokens are accepted from, e.g. the admin VPN's; the client address as DISPATCH_PROXY_HOPS finds it; empty: anywhere"},
 	{"DISPATCH_PROXY_HOPS", "0", "trusted proxies appending to X-Forwarded-For in front (behind an ALB: 1); 0 counts the peer address"},
 	{"DISPATCH_SOCKET_RATE_PER_USER", "20", "socket messages a second per user across its sockets, bursts twice that"},
 	{"DISPATCH_MAX_SOCKETS_PER_USER", "5", "open sockets per customer or dispatcher (a driver's new socket replaces its old one)"},
@@ -132,8 +139,10 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	str("DISPATCH_ADMIN_ADDR", &c.AdminAddr)
 	str("REDIS_URL", &c.RedisURL)
 	str("MYSQL_DSN", &c.MySQLDSN)
+	str("DISPATCH_MYSQL_CA_FILE", &c.MySQLCAFile)
 	str("DISPATCH_REDIS_PREFIX", &c.RedisPrefix)
 	str("DISPATCH_JWT_SECRET", &c.JWTSecret)
+	str("DISPATCH_JWT_SECRET_PREVIOUS", &c.JWTPrevious)
 	str("DISPATCH_JWT_ISSUER", &c.JWTIssuer)
 	str("DISPATCH_JWT_AUDIENCE", &c.JWTAudience)
 	list("DISPATCH_ROLES", &c.Roles)
@@ -212,6 +221,16 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	num("DISPATCH_RATE_PER_ADDR", &c.RatePerAddr, 0, 1e6)
 	integer("DISPATCH_PROXY_HOPS", &c.ProxyHops, 0, 10)
 	integer("DISPATCH_MATCHER_CONNS", &c.MatcherConns, 2, 256)
+	var staff []string
+	list("DISPATCH_STAFF_NETWORKS", &staff)
+	for _, s := range staff {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("DISPATCH_STAFF_NETWORKS: %q is not a CIDR such as 10.40.0.0/16", s))
+			continue
+		}
+		c.StaffNetworks = append(c.StaffNetworks, p.Masked())
+	}
 	num("DISPATCH_SOCKET_RATE_PER_USER", &c.SocketRatePerUser, 0.1, 1e6)
 	integer("DISPATCH_MAX_SOCKETS_PER_USER", &c.MaxSocketsPerUser, 1, 1000)
 	if err := c.Validate(); err != nil {
@@ -231,8 +250,14 @@ func (c Config) Validate() error {
 	if len(c.JWTSecret) < 32 {
 		errs = append(errs, errors.New("DISPATCH_JWT_SECRET must be set to at least 32 bytes (make run sets a development one)"))
 	}
+	if c.JWTPrevious != "" && (len(c.JWTPrevious) < 32 || c.JWTPrevious == c.JWTSecret) {
+		errs = append(errs, errors.New("DISPATCH_JWT_SECRET_PREVIOUS must be at least 32 bytes and differ from DISPATCH_JWT_SECRET (or be unset)"))
+	}
 	if strings.ContainsAny(c.RedisPrefix, "{}") {
 		errs = append(errs, errors.New("DISPATCH_REDIS_PREFIX must not contain braces (they are the cluster hash tags)"))
+	}
+	if c.MySQLCAFile != "" && c.MySQLDSN == "" {
+		errs = append(errs, errors.New("DISPATCH_MYSQL_CA_FILE is set but MYSQL_DSN is not: the CA file verifies a MySQL server"))
 	}
 	if (c.RedisURL == "") != (c.MySQLDSN == "") {
 		errs = append(errs, errors.New("set both REDIS_URL and MYSQL_DSN, or neither for the embedded development engines"))

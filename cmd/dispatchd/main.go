@@ -1,5 +1,6 @@
 // Command dispatchd is the dispatch engine: `serve` runs any of its roles (gateway, dispatcher,
-// api), `migrate` applies the schema, `token` signs a token, `healthcheck` probes a local server.
+// api), `migrate` applies the schema, `token` signs a token, `healthcheck` probes a local server,
+// `backup` and `restore` copy the database out and back, `import` loads the old system's exports.
 //
 // This package only wires: configuration, logger, connections, roles. No business logic.
 package main
@@ -31,6 +32,9 @@ commands:
   migrate      apply the MySQL schema and exit
   token        print a signed token: token -role ROLE -sub ID [-ttl 1h]
   healthcheck  exit 0 when the local server's /livez answers 200
+  backup       write a consistent gzip-compressed logical backup of MySQL: backup [-o FILE]
+  restore      load a backup into an empty database: restore [-i FILE]
+  import       load the old system's CSV export: import -dir DIR (OPERATIONS.md)
 `
 
 // run is the whole program; tests call it with their own args, environment and output.
@@ -47,6 +51,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return token(args[1:], getenv, stdout)
 	case "healthcheck":
 		return healthcheck(ctx, getenv)
+	case "backup":
+		return backup(ctx, args[1:], getenv, stdout)
+	case "restore":
+		return restore(ctx, args[1:], getenv, os.Stdin, stdout)
+	case "import":
+		return importExport(ctx, args[1:], getenv, stdout)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -30,14 +30,17 @@ func TestREADMEListsEverySetting(t *testing.T) {
 func TestConfigRefusesBadSettings(t *testing.T) {
 	base := map[string]string{"DISPATCH_JWT_SECRET": testSecret}
 	cases := map[string]string{
-		"DISPATCH_JWT_SECRET":       "short",
-		"DISPATCH_ROLES":            "gateway,chef",
-		"DISPATCH_SHUTDOWN_TIMEOUT": "soon",
-		"DISPATCH_HTTP_ADDR":        "8080",
-		"DISPATCH_LOG_LEVEL":        "loud",
-		"DISPATCH_MIGRATE":          "perhaps",
-		"DISPATCH_REDIS_PREFIX":     "a{b}",
-		"REDIS_URL":                 "redis://127.0.0.1:6379", // without MYSQL_DSN
+		"DISPATCH_JWT_SECRET":          "short",
+		"DISPATCH_ROLES":               "gateway,chef",
+		"DISPATCH_SHUTDOWN_TIMEOUT":    "soon",
+		"DISPATCH_HTTP_ADDR":           "8080",
+		"DISPATCH_LOG_LEVEL":           "loud",
+		"DISPATCH_MIGRATE":             "perhaps",
+		"DISPATCH_REDIS_PREFIX":        "a{b}",
+		"REDIS_URL":                    "redis://127.0.0.1:6379",    // without MYSQL_DSN
+		"DISPATCH_JWT_SECRET_PREVIOUS": testSecret,                  // the current one again
+		"DISPATCH_MYSQL_CA_FILE":       "/etc/ssl/certs/rds-ca.pem", // without MYSQL_DSN
+		"DISPATCH_STAFF_NETWORKS":      "10.40.0.0/16,vpn",
 	}
 	for name, val := range cases {
 		env := map[string]string{}

@@ -82,7 +82,7 @@ func connect(ctx context.Context, cfg Config, log zerolog.Logger) (*connections,
 	}
 	conns.rdb = rdb
 	conns.closers = append(conns.closers, func() { _ = rdb.Close() })
-	db, err := store.Open(ctx, dsn, store.Options{RelayLease: cfg.RelayLease}, log)
+	db, err := store.Open(ctx, dsn, store.Options{RelayLease: cfg.RelayLease, CAFile: cfg.MySQLCAFile}, log)
 	if err != nil {
 		conns.Close()
 		return nil, fmt.Errorf("open MySQL: %w", err)
@@ -137,7 +137,7 @@ func migrate(ctx context.Context, getenv func(string) string, stdout io.Writer) 
 		return errors.New("MYSQL_DSN must be set for migrate")
 	}
 	log := newLogger(Config{LogLevel: "info", LogFormat: "auto"}, stdout)
-	db, err := store.Open(ctx, dsn, store.Options{}, log)
+	db, err := store.Open(ctx, dsn, store.Options{CAFile: getenv("DISPATCH_MYSQL_CA_FILE")}, log)
 	if err != nil {
 		return err
 	}
@@ -191,7 +191,14 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 	index := geo.NewIndex(conns.rdb, geo.Options{Prefix: cfg.RedisPrefix, Feed: true})
 	bus := realtime.NewBus(conns.rdb, cfg.RedisPrefix)
 	svc := dispatch.NewService(conns.db, index, bus, dispatch.ServiceOptions{Tariff: tariff, Trails: index, Offers: bus})
-	verifier := api.NewVerifier([]byte(cfg.JWTSecret), cfg.JWTIssuer, cfg.JWTAudience)
+	var previous [][]byte
+	if cfg.JWTPrevious != "" {
+		previous = append(previous, []byte(cfg.JWTPrevious))
+	}
+	verifier := api.NewVerifier([]byte(cfg.JWTSecret), cfg.JWTIssuer, cfg.JWTAudience, previous...)
+	if len(cfg.StaffNetworks) > 0 {
+		verifier.StaffFrom(cfg.StaffNetworks, cfg.ProxyHops)
+	}
 
 	var draining atomic.Bool
 	ready := func(ctx context.Context) error {
@@ -239,7 +246,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 	// for a minute).
 	workDB := conns.db
 	if cfg.Has("dispatcher") {
-		matchDB, err := store.Open(ctx, conns.dsn, store.Options{MaxOpenConns: cfg.MatcherConns, RelayLease: cfg.RelayLease},
+		matchDB, err := store.Open(ctx, conns.dsn, store.Options{MaxOpenConns: cfg.MatcherConns, RelayLease: cfg.RelayLease, CAFile: cfg.MySQLCAFile},
 			log.With().Str("pool", "matcher").Logger())
 		if err != nil {
 			return fmt.Errorf("open the matcher's MySQL pool: %w", err)
