@@ -55,6 +55,9 @@ type Options struct {
 	// (default 5; a driver's new socket replaces its old one instead). See guard.go.
 	UserRate          float64
 	MaxSocketsPerUser int
+	// Surges, when set, gives the surge of the markets of the map's cells (H3 at the cells'
+	// resolution; cells with none left out): the live map colours them.
+	Surges func(ctx context.Context, cells []string) (map[string]float64, error)
 }
 
 // Hub serves /v1/ws. Run owns the pub/sub goroutine; Shutdown closes every socket with 1001
