@@ -126,7 +126,7 @@ func TestMoneyInEveryCity(t *testing.T) {
 			Cities []struct {
 				ID, Name, TariffVersion string
 				Area                    struct {
-					Type        string            `json:"type"`
+					Type        string           `json:"type"`
 					Coordinates [][][][2]float64 `json:"coordinates"`
 				}
 			} `json:"cities"`
