@@ -127,6 +127,22 @@ func (s *Service) quotedSurge(ctx context.Context, a Actor, id string, city stri
 	return q.Surge, nil
 }
 
+// IdempotentBookings is what a BookingStore may also offer: the booking first made under a
+// customer's idempotency key (found == false when none; ErrIdempotencyMismatch when it was made
+// with another request).
+type IdempotentBookings interface {
+	BookingByIdempotencyKey(ctx context.Context, customerID, key, requestHash string) (b Booking, found bool, err error)
+}
+
+// replay is the booking a retry of a request stands for, when the store can say.
+func (s *Service) replay(ctx context.Context, a Actor, key, hash string) (Booking, bool, error) {
+	st, ok := s.store.(IdempotentBookings)
+	if !ok {
+		return Booking{}, false, nil
+	}
+	return st.BookingByIdempotencyKey(ctx, a.ID, key, hash)
+}
+
 // Invoice is an issued invoice: its number is the next of its series, without gaps.
 type Invoice struct {
 	No        string

@@ -168,6 +168,11 @@ func (s *Service) CreateBooking(ctx context.Context, a Actor, r BookingRequest, 
 	var surge float64
 	if r.QuoteID != "" {
 		if surge, err = s.quotedSurge(ctx, a, r.QuoteID, t.City, r.Pickup, now); err != nil {
+			// A retry of a booking made while its quote held answers that booking, as any
+			// retry does, even once the quote has expired.
+			if b, found, rerr := s.replay(ctx, a, idemKey, requestHash); found || rerr != nil {
+				return b, false, rerr
+			}
 			return Booking{}, false, err
 		}
 	} else {

@@ -13,9 +13,22 @@ import (
 )
 
 var (
-	_ dispatch.QuoteStore   = (*DB)(nil)
-	_ dispatch.InvoiceStore = (*DB)(nil)
+	_ dispatch.QuoteStore         = (*DB)(nil)
+	_ dispatch.InvoiceStore       = (*DB)(nil)
+	_ dispatch.IdempotentBookings = (*DB)(nil)
 )
+
+// BookingByIdempotencyKey implements dispatch.IdempotentBookings.
+func (d *DB) BookingByIdempotencyKey(ctx context.Context, customerID, key, requestHash string) (dispatch.Booking, bool, error) {
+	b, _, err := d.idempotent(ctx, dispatch.NewBooking{CustomerID: customerID, IdempotencyKey: key, RequestHash: requestHash})
+	if errors.Is(err, dispatch.ErrNotFound) {
+		return dispatch.Booking{}, false, nil
+	}
+	if err != nil {
+		return dispatch.Booking{}, false, err
+	}
+	return b, true, nil
+}
 
 // truncate cuts s to at most n bytes on a rune boundary.
 func truncate(s string, n int) string {

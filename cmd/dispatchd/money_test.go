@@ -221,8 +221,10 @@ func TestMoneyInEveryCity(t *testing.T) {
 		disp.expect("cells", 5*time.Second, func(d json.RawMessage) bool { return strings.Contains(string(d), `"surge":1.5`) })
 
 		// A booking with the quote keeps its surge and its price.
-		b, st, _ := book(ctok, body(lat, lng, map[string]any{"quote_id": q.QuoteID}))
-		if st != 201 || b.Surge != 1.5 || !reflect.DeepEqual(b.Fare, q.Fare) || b.City != "mumbai" {
+		quoted := body(lat, lng, map[string]any{"quote_id": q.QuoteID})
+		quotedKey := map[string]string{"Idempotency-Key": "quoted-" + suffix}
+		var b moneyBooking
+		if st := s.rest(t, "POST", "/v1/bookings", ctok, quoted, quotedKey, &b); st != 201 || b.Surge != 1.5 || !reflect.DeepEqual(b.Fare, q.Fare) || b.City != "mumbai" {
 			t.Errorf("booking with the quote: got %d ×%g %+v, want 201 ×1.5 %+v", st, b.Surge, b.Fare, q.Fare)
 		}
 		// Another customer's or an unknown quote: 400. An old quote: 409, and nothing booked.
@@ -247,6 +249,14 @@ func TestMoneyInEveryCity(t *testing.T) {
 		_ = db.QueryRow("SELECT COUNT(*) FROM bookings").Scan(&after)
 		if after != before {
 			t.Errorf("refused booking stored: got %d bookings, want %d", after, before)
+		}
+		// A retry of the booking made while its quote held still answers that booking.
+		if _, err := db.Exec("UPDATE quotes SET expires_at = ? WHERE id = ?", time.Now().UTC().Add(-time.Second), q.QuoteID); err != nil {
+			t.Fatal(err)
+		}
+		var replayed moneyBooking
+		if st := s.rest(t, "POST", "/v1/bookings", ctok, quoted, quotedKey, &replayed); st/100 != 2 || replayed.ID != b.ID || replayed.Surge != 1.5 {
+			t.Errorf("retry after the quote expired: got %d %s ×%g, want the booking %s again", st, replayed.ID, replayed.Surge, b.ID)
 		}
 
 		// The cap holds: Pune's steps go to ×2, its tariff caps at ×1.75. Eight requests, no driver.
