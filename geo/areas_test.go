@@ -191,3 +191,31 @@ func TestMarket(t *testing.T) {
 		t.Errorf("Surges: got %v, %v; want {%s: 1.75}", s, err, load.Cell)
 	}
 }
+
+// BenchmarkCityAt looks up random points over the six cities' boxes (inside, outside and on
+// the edges alike).
+func BenchmarkCityAt(b *testing.B) {
+	a, err := geo.DefaultAreas()
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := rand.New(rand.NewSource(1))
+	pts := make([][2]float64, 4096)
+	boxes := [][4]float64{{12.7, 77.35, 13.3, 77.85}, {28.3, 76.8, 28.95, 77.55}, {18.85, 72.75, 19.35, 73.15}}
+	for i := range pts {
+		bx := boxes[i%len(boxes)]
+		pts[i] = [2]float64{bx[0] + r.Float64()*(bx[2]-bx[0]), bx[1] + r.Float64()*(bx[3]-bx[1])}
+	}
+	for i := 0; b.Loop(); i++ {
+		p := pts[i%len(pts)]
+		a.CityAt(p[0], p[1])
+	}
+}
+
+func BenchmarkLoadAreas(b *testing.B) {
+	for b.Loop() {
+		if _, err := geo.DefaultAreas(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
