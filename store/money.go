@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 	"unicode/utf8"
 
@@ -53,7 +54,14 @@ func validCharge(c dispatch.Change) error {
 	return nil
 }
 
-// SaveQuote keeps a quote until it is asked for (rows past their expiry are only history).
+// quoteKeep is how long a quote is kept past its expiry (for support), and quotePurgeEvery how
+// many saves, on average, purge old ones (at most 1000 rows at a time, so a purge is short).
+const (
+	quoteKeep       = 24 * time.Hour
+	quotePurgeEvery = 64
+)
+
+// SaveQuote keeps a quote; now and then it also drops quotes a day past their expiry.
 func (d *DB) SaveQuote(ctx context.Context, q dispatch.Quote) error {
 	if err := checkLen("quote id", q.ID, 64, true); err != nil {
 		return err
@@ -74,7 +82,21 @@ func (d *DB) SaveQuote(ctx context.Context, q dispatch.Quote) error {
 	if err != nil {
 		return fmt.Errorf("save quote %s: %w", q.ID, translate(err))
 	}
+	if rand.IntN(quotePurgeEvery) == 0 {
+		// Best effort: a failed purge is tried again by a later save.
+		_, _ = d.PurgeQuotes(ctx, q.CreatedAt.Add(-quoteKeep))
+	}
 	return nil
+}
+
+// PurgeQuotes drops up to 1000 quotes that expired before `before`; it returns how many.
+func (d *DB) PurgeQuotes(ctx context.Context, before time.Time) (int64, error) {
+	res, err := d.db.ExecContext(ctx, "DELETE FROM quotes WHERE expires_at < ? LIMIT 1000", dbTime(before))
+	if err != nil {
+		return 0, fmt.Errorf("purge quotes: %w", translate(err))
+	}
+	n, _ := res.RowsAffected()
+	return n, nil
 }
 
 // Quote returns a quote, or ErrNotFound.

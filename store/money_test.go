@@ -153,5 +153,15 @@ func TestQuotesRoundTrip(t *testing.T) {
 		if _, err := e.db.Quote(ctx, "qt_nope"); !errors.Is(err, dispatch.ErrNotFound) {
 			t.Errorf("unknown quote: got %v, want ErrNotFound", err)
 		}
+		// Purging drops what expired before the bound and keeps the rest.
+		if n, err := e.db.PurgeQuotes(ctx, q.ExpiresAt); err != nil || n != 0 {
+			t.Errorf("purge before the expiry: got %d, %v; want 0", n, err)
+		}
+		if n, err := e.db.PurgeQuotes(ctx, q.ExpiresAt.Add(time.Millisecond)); err != nil || n != 1 {
+			t.Errorf("purge after the expiry: got %d, %v; want 1", n, err)
+		}
+		if _, err := e.db.Quote(ctx, q.ID); !errors.Is(err, dispatch.ErrNotFound) {
+			t.Errorf("purged quote: got %v, want ErrNotFound", err)
+		}
 	})
 }
