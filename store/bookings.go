@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"slices"
 	"strings"
 	"time"
@@ -38,7 +37,7 @@ const bookingCols = `id, status, customer_id, pickup_lat, pickup_lng, pickup_add
 	created_at, transmission, driver_id, driver_name, driver_rating, otp, fare, arrived_at, started_at,
 	ended_at, cancel_reason, version, distance_m, route_points` + moneyCols
 
-// moneyCols are the columns of cities and prices (00010_money.sql), scanned by scanMoney.
+// moneyCols are the columns of cities and prices (00010_money.sql), scanned by moneyDest (money.go).
 const moneyCols = `, city, surge_bp, assigned_at, cancellation_fee_paise`
 
 type scanner interface{ Scan(dest ...any) error }
@@ -74,36 +73,6 @@ func scanBooking(s scanner, extra ...any) (dispatch.Booking, error) {
 	b.DistanceM, b.RoutePoints = intPtr(distance), intPtr(points)
 	money.set(&b)
 	return b, nil
-}
-
-// moneyDest receives moneyCols.
-type moneyDest struct {
-	surgeBP    int64
-	assignedAt sql.NullTime
-}
-
-func (m *moneyDest) dest(b *dispatch.Booking) []any {
-	return []any{&b.City, &m.surgeBP, &m.assignedAt, &b.CancellationFeePaise}
-}
-
-func (m *moneyDest) set(b *dispatch.Booking) {
-	b.Surge = surgeOf(m.surgeBP)
-	b.AssignedAt = timePtr(m.assignedAt)
-}
-
-// surgeBP is a surge multiplier in basis points as kept (0: none); surgeOf reads it back.
-func surgeBP(s float64) int64 {
-	if !(s > 1) {
-		return 0
-	}
-	return int64(math.Round(s * 10000))
-}
-
-func surgeOf(bp int64) float64 {
-	if bp <= 10000 {
-		return 0
-	}
-	return float64(bp) / 10000
 }
 
 func intPtr(n sql.NullInt64) *int {

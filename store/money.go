@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"time"
 	"unicode/utf8"
@@ -29,6 +30,36 @@ func (d *DB) BookingByIdempotencyKey(ctx context.Context, customerID, key, reque
 		return dispatch.Booking{}, false, err
 	}
 	return b, true, nil
+}
+
+// moneyDest receives moneyCols.
+type moneyDest struct {
+	surgeBP    int64
+	assignedAt sql.NullTime
+}
+
+func (m *moneyDest) dest(b *dispatch.Booking) []any {
+	return []any{&b.City, &m.surgeBP, &m.assignedAt, &b.CancellationFeePaise}
+}
+
+func (m *moneyDest) set(b *dispatch.Booking) {
+	b.Surge = surgeOf(m.surgeBP)
+	b.AssignedAt = timePtr(m.assignedAt)
+}
+
+// surgeBP is a surge multiplier in basis points as kept (0: none); surgeOf reads it back.
+func surgeBP(s float64) int64 {
+	if !(s > 1) {
+		return 0
+	}
+	return int64(math.Round(s * 10000))
+}
+
+func surgeOf(bp int64) float64 {
+	if bp <= 10000 {
+		return 0
+	}
+	return float64(bp) / 10000
 }
 
 // truncate cuts s to at most n bytes on a rune boundary.
