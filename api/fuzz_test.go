@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -75,6 +76,7 @@ func FuzzBookingRequest(f *testing.F) {
 		`{"pickup":{"lat":12.97,"lng":77.59},"hours":2,"car":{"transmission":"manual"},"start_at":"2027-01-01T00:00:00Z"}`,
 		`{"pickup":{"lat":12.97,"lng":77.59},"hours":2,"car":{"transmission":"manual"},"start_at":"soon"}`,
 		`{"pickup":{"lat":1e308,"lng":-1e308},"hours":-9223372036854775808}`,
+		`{"pickup":{"lat":12.97,"lng":77.59},"hours":2}`,
 		`{"hours":2}`, `{}`, `null`, `[]`, `"booking"`, ``, `{"pickup":`, `{"hours":2} {"hours":3}`,
 	} {
 		f.Add(s)
@@ -109,7 +111,10 @@ func FuzzBookingRequest(f *testing.F) {
 				t.Fatalf("%s of %q: got %d %s", name, body, r.Code, r.Body)
 			}
 		}
-		if (q.Code == 200) != (b.Code == http.StatusCreated) {
+		// A quote's car is optional (manual when absent), a booking's is not: the one body they
+		// may disagree on lacks a transmission, and the booking says so.
+		noCar := q.Code == 200 && b.Code == 400 && strings.Contains(be.Error.Message, "car.transmission")
+		if (q.Code == 200) != (b.Code == http.StatusCreated) && !noCar {
 			t.Fatalf("body %q: quote answered %d but booking %d: they must agree on what is valid", body, q.Code, b.Code)
 		}
 		for name, c := range map[string]struct {

@@ -94,6 +94,8 @@ func (s *Server) Handler() http.Handler {
 		mux.HandleFunc("POST /v1/bookings/{id}/start", s.auth(s.start, "driver"))
 		mux.HandleFunc("POST /v1/bookings/{id}/end", s.auth(s.end, "driver"))
 		mux.HandleFunc("GET /v1/bookings/{id}/route", s.auth(s.route))
+		mux.HandleFunc("GET /v1/bookings/{id}/receipt", s.auth(s.receipt, append([]string{"customer"}, staff...)...))
+		mux.HandleFunc("GET /v1/cities", s.auth(s.cities))
 		mux.HandleFunc("GET /v1/drivers/nearby", s.auth(s.nearby, staff...))
 		mux.HandleFunc("GET /v1/drivers/{id}", s.auth(s.driver))
 		mux.HandleFunc("GET /config.json", s.mapConfig)
@@ -189,12 +191,12 @@ func (s *Server) quote(w http.ResponseWriter, r *http.Request, a dispatch.Actor)
 		writeError(w, err)
 		return
 	}
-	f, err := s.svc.Quote(req)
+	q, err := s.svc.Quote(r.Context(), a, req)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, 200, map[string]any{"fare": f})
+	writeJSON(w, 200, quoteAnswer(q))
 }
 
 func (s *Server) createBooking(w http.ResponseWriter, r *http.Request, a dispatch.Actor) {
@@ -408,7 +410,7 @@ func Status(err error) int {
 		return http.StatusForbidden
 	case "conflict":
 		return http.StatusConflict
-	case "idempotency_mismatch":
+	case "idempotency_mismatch", "out_of_service_area":
 		return http.StatusUnprocessableEntity
 	case "unavailable":
 		return http.StatusServiceUnavailable

@@ -21,6 +21,8 @@ var (
 	ErrForbidden           = errors.New("permission denied")
 	ErrIdempotencyMismatch = errors.New("idempotency key reused with a different request")
 	ErrUnavailable         = errors.New("unavailable")
+	// ErrOutOfServiceArea: a pickup outside every city's service area (API.md v1.1).
+	ErrOutOfServiceArea = errors.New("pickup is outside every service area")
 )
 
 // Status is the state of a booking (API.md "Booking status").
@@ -105,6 +107,14 @@ type Booking struct {
 	// set when the trip completes (GET /v1/bookings/{id}/route has the route itself).
 	DistanceM   *int `json:"distance_m,omitempty"`
 	RoutePoints *int `json:"route_points,omitempty"`
+	// City is the city whose service area holds the pickup; its tariff prices the booking.
+	City string `json:"city,omitempty"`
+	// Surge is the multiplier the booking is priced with (absent: none).
+	Surge float64 `json:"surge,omitempty"`
+	// AssignedAt is when the current driver was assigned (the cancellation grace runs from it).
+	AssignedAt *time.Time `json:"assigned_at,omitempty"`
+	// CancellationFeePaise is the fee (before tax) a cancel charged; 0 when free.
+	CancellationFeePaise int64 `json:"cancellation_fee_paise"`
 	// Version grows by one with every change; conditional updates fence on it.
 	Version int64 `json:"-"`
 }
@@ -147,6 +157,11 @@ type Change struct {
 	Actor  string // "customer:c1", "driver:d7", "dispatcher:x", "system"
 	Reason string
 	At     time.Time
+
+	// CancellationFeePaise is kept on a cancelled booking (with Fare holding what is owed);
+	// Charge, when set, is written as its own audit row in the same transaction.
+	CancellationFeePaise int64
+	Charge               string
 }
 
 // OfferStatus is the state of one offer of a booking to a driver.
@@ -210,6 +225,8 @@ func ErrorCode(err error) string {
 		return "conflict"
 	case errors.Is(err, ErrIdempotencyMismatch):
 		return "idempotency_mismatch"
+	case errors.Is(err, ErrOutOfServiceArea):
+		return "out_of_service_area"
 	case errors.Is(err, ErrUnavailable) || backendAway(err):
 		return "unavailable"
 	}

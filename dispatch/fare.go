@@ -95,6 +95,22 @@ type Tariff struct {
 	SurgeCap       float64 `json:"surge_cap"`
 	ConvenienceFee int64   `json:"convenience_fee_paise"`
 	GSTBasisPoints int64   `json:"gst_basis_points"` // 1800 is 18%
+
+	// The fields below are optional in tariffs.json, so that a price list written before they
+	// existed still loads: no name is the key, no surge steps never surge, no cancellation
+	// policy never charges a cancel, no GSTIN prints none, no invoice prefix is the key's first
+	// three letters in capitals.
+
+	// Name is the city as shown to people ("Bengaluru").
+	Name string `json:"name,omitempty"`
+	// GSTIN is the business's GST registration in the city's state, printed on its invoices.
+	GSTIN string `json:"gstin,omitempty"`
+	// InvoicePrefix starts the city's invoice numbers ("BLR" in BLR/2627/000001).
+	InvoicePrefix string `json:"invoice_prefix,omitempty"`
+	// Surge is the city's published surge steps (surge.go).
+	Surge SurgePolicy `json:"surge"`
+	// Cancellation is what a cancel costs the customer (cancel.go).
+	Cancellation CancellationPolicy `json:"cancellation"`
 }
 
 // Validate reports every field out of range, each error wrapping ErrInvalid.
@@ -132,6 +148,16 @@ func (t Tariff) Validate() error {
 	if t.GSTBasisPoints < 0 || t.GSTBasisPoints > bpOne {
 		bad("gst_basis_points", t.GSTBasisPoints, fmt.Sprintf("0 to %d", bpOne))
 	}
+	if len(t.Name) > 100 {
+		bad("name", len(t.Name), "at most 100 characters")
+	}
+	if len(t.GSTIN) > 15 {
+		bad("gstin", t.GSTIN, "at most 15 characters")
+	}
+	if !validInvoicePrefix(t.InvoicePrefix) {
+		bad("invoice_prefix", t.InvoicePrefix, "1 to 4 capital letters or digits, or absent")
+	}
+	errs = append(errs, t.Surge.validate(), t.Cancellation.validate())
 	return errors.Join(errs...)
 }
 
@@ -345,6 +371,12 @@ type tariffJSON struct {
 	SurgeCap             *float64 `json:"surge_cap"`
 	ConvenienceFee       *int64   `json:"convenience_fee_paise"`
 	GSTBasisPoints       *int64   `json:"gst_basis_points"`
+	// Optional (see Tariff).
+	Name          string             `json:"name"`
+	GSTIN         string             `json:"gstin"`
+	InvoicePrefix string             `json:"invoice_prefix"`
+	Surge         SurgePolicy        `json:"surge"`
+	Cancellation  CancellationPolicy `json:"cancellation"`
 }
 
 // LoadTariffs reads a price list in the format of dispatch/tariffs.json (at most 1 MiB). Every
@@ -448,6 +480,17 @@ func decodeTariff(key string, j *tariffJSON) (Tariff, error) {
 		SurgeCap:             *j.SurgeCap,
 		ConvenienceFee:       *j.ConvenienceFee,
 		GSTBasisPoints:       *j.GSTBasisPoints,
+		Name:                 j.Name,
+		GSTIN:                j.GSTIN,
+		InvoicePrefix:        j.InvoicePrefix,
+		Surge:                j.Surge,
+		Cancellation:         j.Cancellation,
+	}
+	if t.Name == "" {
+		t.Name = strings.ToUpper(key[:1]) + key[1:]
+	}
+	if t.InvoicePrefix == "" {
+		t.InvoicePrefix = defaultInvoicePrefix(key)
 	}
 	return t, t.Validate()
 }

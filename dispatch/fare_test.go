@@ -510,15 +510,18 @@ func TestTariffsDefault(t *testing.T) {
 	}
 	want := Tariff{City: "bengaluru", BaseHours: 2, BasePaise: 39900, ExtraHourPaise: 14900,
 		OvertimeGraceMinutes: 10, OvertimeMinutePaise: 300, NightMinutePaise: 150, SurgeCap: 2,
-		ConvenienceFee: 4900, GSTBasisPoints: 1800}
-	if got := DefaultTariff(); got != want {
+		ConvenienceFee: 4900, GSTBasisPoints: 1800, Name: "Bengaluru", GSTIN: "29AAAAA0000A1Z5", InvoicePrefix: "BLR",
+		Surge: SurgePolicy{WindowMinutes: 15, MinDemand: 3, HysteresisPercent: 20, Steps: []SurgeStep{
+			{Ratio: 1.5, Multiplier: 1.2}, {Ratio: 2, Multiplier: 1.5}, {Ratio: 3, Multiplier: 1.75}, {Ratio: 4, Multiplier: 2}}},
+		Cancellation: CancellationPolicy{GraceMinutes: 5, FreeBeforeStartMinutes: 120, AssignedFeePaise: 7500, ArrivedFeePaise: 15000}}
+	if got := DefaultTariff(); !reflect.DeepEqual(got, want) {
 		t.Errorf("DefaultTariff: got %+v, want %+v", got, want)
 	}
 
 	// Each call is a copy: changing one does not change the next.
 	ts.Cities["bengaluru"] = Tariff{}
 	delete(ts.Cities, "pune")
-	if got := DefaultTariffs(); got.Cities["bengaluru"] != want || len(got.Cities) != 6 {
+	if got := DefaultTariffs(); !reflect.DeepEqual(got.Cities["bengaluru"], want) || len(got.Cities) != 6 {
 		t.Errorf("got %+v after changing an earlier copy, want the embedded tariffs", got.Cities)
 	}
 

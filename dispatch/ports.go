@@ -21,6 +21,9 @@ type NewBooking struct {
 	// same hash returns the first booking, with another hash ErrIdempotencyMismatch.
 	IdempotencyKey string
 	RequestHash    string
+	// City and Surge: the city whose tariff priced Fare, and the surge it was priced with.
+	City  string
+	Surge float64
 }
 
 // BookingStore keeps bookings, offers and their history durably. Every method is safe for

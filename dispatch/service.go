@@ -29,7 +29,19 @@ type Notifier interface {
 
 // ServiceOptions configure a Service.
 type ServiceOptions struct {
+	// Tariff prices every booking when Cities is nil; with Cities it prices bookings made
+	// before cities existed (they have no city).
 	Tariff Tariff
+	// Cities and Tariffs: a pickup's service area picks its city and the city's tariff (both
+	// or neither; nil: one Tariff everywhere).
+	Cities  Cities
+	Tariffs *Tariffs
+	// Market measures supply and demand for surge (nil: never any surge).
+	Market Market
+	// Quotes keeps quotes so a booking can hold its quote's surge (nil: quotes have no id).
+	Quotes QuoteStore
+	// Invoices numbers receipts (nil: no receipts).
+	Invoices InvoiceStore
 	// ScheduleLead: a booking starting further ahead than this is scheduled, not searched now.
 	ScheduleLead time.Duration
 	// MaxAhead is how far ahead a booking may start.
@@ -75,6 +87,8 @@ type BookingRequest struct {
 	Hours   int        `json:"hours"`
 	StartAt *time.Time `json:"start_at,omitempty"`
 	Car     Car        `json:"car"`
+	// QuoteID, when set, holds the surge of that quote (of this customer, at most QuoteTTL old).
+	QuoteID string `json:"quote_id,omitempty"`
 }
 
 // Validate checks a request; errors wrap ErrInvalid and say what is wrong.
@@ -104,17 +118,35 @@ func (r BookingRequest) Validate(now time.Time, maxAhead time.Duration) error {
 	return nil
 }
 
-// Quote prices a request without booking it.
-func (s *Service) Quote(r BookingRequest) (Fare, error) {
-	now := s.opts.Now()
+// Quote prices a request without booking it, with the surge of the pickup's market now. The
+// car is optional in a quote (manual when absent: the price does not depend on it). With a
+// QuoteStore the quote gets an id a booking can name within QuoteTTL to keep its surge.
+func (s *Service) Quote(ctx context.Context, a Actor, r BookingRequest) (Quote, error) {
+	now := s.opts.Now().UTC().Truncate(time.Millisecond)
+	if r.Car.Transmission == "" {
+		r.Car.Transmission = Manual
+	}
 	if err := r.Validate(now, s.opts.MaxAhead); err != nil {
-		return Fare{}, err
+		return Quote{}, err
+	}
+	t, err := s.tariffAt(r.Pickup)
+	if err != nil {
+		return Quote{}, err
 	}
 	start := now
 	if r.StartAt != nil {
 		start = *r.StartAt
 	}
-	return s.opts.Tariff.Estimate(start, r.Hours, 1), nil
+	surge := s.surge(ctx, t, r.Pickup)
+	q := Quote{City: t.City, Surge: surge, Pickup: r.Pickup, Fare: t.Estimate(start, r.Hours, surge),
+		CustomerID: a.ID, CreatedAt: now}
+	if s.opts.Quotes != nil {
+		q.ID, q.ExpiresAt = NewID("qt"), now.Add(QuoteTTL)
+		if err := s.opts.Quotes.SaveQuote(ctx, q); err != nil {
+			return Quote{}, err
+		}
+	}
+	return q, nil
 }
 
 // CreateBooking books a driver for a customer. idemKey and requestHash make a retry safe.
@@ -133,6 +165,23 @@ func (s *Service) CreateBooking(ctx context.Context, a Actor, r BookingRequest, 
 	if r.StartAt != nil {
 		start = r.StartAt.UTC().Truncate(time.Millisecond)
 	}
+	t, err := s.tariffAt(r.Pickup)
+	if err != nil {
+		return Booking{}, false, err
+	}
+	var surge float64
+	if r.QuoteID != "" {
+		if surge, err = s.quotedSurge(ctx, a, r.QuoteID, t.City, r.Pickup, now); err != nil {
+			// A retry of a booking made while its quote held answers that booking, as any
+			// retry does, even once the quote has expired.
+			if b, found, rerr := s.replay(ctx, a, idemKey, requestHash); found || rerr != nil {
+				return b, false, rerr
+			}
+			return Booking{}, false, err
+		}
+	} else {
+		surge = s.surge(ctx, t, r.Pickup)
+	}
 	nb := NewBooking{
 		ID:             NewID("bk"),
 		CustomerID:     a.ID,
@@ -142,12 +191,19 @@ func (s *Service) CreateBooking(ctx context.Context, a Actor, r BookingRequest, 
 		Scheduled:      start.Sub(now) > s.opts.ScheduleLead,
 		Car:            r.Car,
 		OTP:            newOTP(),
-		Fare:           s.opts.Tariff.Estimate(start, r.Hours, 1),
+		Fare:           t.Estimate(start, r.Hours, surge),
 		CreatedAt:      now,
 		IdempotencyKey: idemKey,
 		RequestHash:    requestHash,
+		City:           t.City,
+		Surge:          surge,
 	}
-	return s.store.CreateBooking(ctx, nb)
+	b, created, err := s.store.CreateBooking(ctx, nb)
+	if err == nil && created && s.opts.Market != nil {
+		// Demand for the next quotes; a failure to count it costs only accuracy.
+		_ = s.opts.Market.AddDemand(ctx, b.ID, r.Pickup.Lat, r.Pickup.Lng, now)
+	}
+	return b, created, err
 }
 
 // Booking returns a booking if the actor may see it; the OTP only to its customer.
@@ -234,6 +290,10 @@ func (s *Service) Cancel(ctx context.Context, a Actor, id, reason string) (Booki
 	} else {
 		c.From = []Status{StatusScheduled, StatusSearching, StatusAssigned, StatusArrived, StatusInProgress}
 		c.To = StatusCancelled
+		// Priced from the state read above; the version fence makes it the state cancelled.
+		if ch := s.tariffOf(b).CancelCharge(b, a, c.At); ch.Fare != nil {
+			c.Fare, c.CancellationFeePaise, c.Charge = ch.Fare, ch.FeePaise, ch.Why
+		}
 	}
 	nb, err := s.store.Transition(ctx, c)
 	if err != nil {
@@ -395,7 +455,7 @@ func (s *Service) End(ctx context.Context, a Actor, id string) (Booking, error) 
 		if b.StartedAt != nil {
 			start = *b.StartedAt
 		}
-		f := s.opts.Tariff.Final(start, c.At, b.Hours, 1)
+		f := s.tariffOf(b).Final(start, c.At, b.Hours, b.Surge)
 		route, err := s.route(ctx, id)
 		if err != nil {
 			return err

@@ -58,6 +58,9 @@ type Options struct {
 	// GoneGrace is how long a driver whose socket closed has to come back before they are no
 	// candidate and their open offer is revoked (default 5 s; gone.go).
 	GoneGrace time.Duration
+	// Surges, when set, gives the surge of the markets of the map's cells (H3 at the cells'
+	// resolution; cells with none left out): the live map colours them.
+	Surges func(ctx context.Context, cells []string) (map[string]float64, error)
 }
 
 // Hub serves /v1/ws. Run owns the pub/sub goroutine; Shutdown closes every socket with 1001

@@ -16,7 +16,7 @@ import (
 const citySpeedMS = 5.5
 
 // cellsRes is the resolution of the supply and demand hexagons (about 5 km², edge 1.2 km).
-const cellsRes = 7
+const cellsRes = geo.MarketRes // the surge markets: a cell's surge is its market's
 
 // maxPendingBookings bounds a dispatcher's coalesced booking changes; past it the reader is too slow.
 const maxPendingBookings = 20000
@@ -369,6 +369,8 @@ type cellView struct {
 	Supply   int          `json:"supply"`
 	Demand   int          `json:"demand"`
 	Boundary [][2]float64 `json:"boundary"`
+	// Surge is the multiplier quotes in the cell's market are priced with (absent: none).
+	Surge float64 `json:"surge,omitempty"`
 }
 
 // cells counts available drivers (supply) and searching bookings (demand) per hexagon.
@@ -395,12 +397,34 @@ func (v *viewer) cells() map[string]any {
 		}
 	}
 	v.mu.Unlock()
+	v.addSurges(counts)
 	out := make([]cellView, 0, len(counts))
 	for _, cv := range counts {
 		cv.Boundary = geo.Boundary(cv.H3)
 		out = append(out, *cv)
 	}
 	return map[string]any{"res": cellsRes, "cells": out}
+}
+
+// addSurges sets the surge of the cells counted. It asks Redis, so it is bounded: a slow
+// answer leaves the map uncoloured for one round rather than holding the socket's writer.
+func (v *viewer) addSurges(counts map[h3.Cell]*cellView) {
+	if v.h.opts.Surges == nil || len(counts) == 0 {
+		return
+	}
+	ids := make([]string, 0, len(counts))
+	for _, cv := range counts {
+		ids = append(ids, cv.H3)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	s, err := v.h.opts.Surges(ctx, ids)
+	if err != nil {
+		return
+	}
+	for _, cv := range counts {
+		cv.Surge = s[cv.H3]
+	}
 }
 
 func frame(typ string, data any) []byte {

@@ -35,7 +35,10 @@ const activeStatuses = "'assigned', 'arrived', 'in_progress'"
 
 const bookingCols = `id, status, customer_id, pickup_lat, pickup_lng, pickup_address, hours, start_at,
 	created_at, transmission, driver_id, driver_name, driver_rating, otp, fare, arrived_at, started_at,
-	ended_at, cancel_reason, version, distance_m, route_points`
+	ended_at, cancel_reason, version, distance_m, route_points` + moneyCols
+
+// moneyCols are the columns of cities and prices (00010_money.sql), scanned by moneyDest (money.go).
+const moneyCols = `, city, surge_bp, assigned_at, cancellation_fee_paise`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -48,10 +51,12 @@ func scanBooking(s scanner, extra ...any) (dispatch.Booking, error) {
 		fare                          []byte
 		arrivedAt, startedAt, endedAt sql.NullTime
 		distance, points              sql.NullInt64
+		money                         moneyDest
 	)
 	dest := append(extra, &b.ID, &status, &b.CustomerID, &b.Pickup.Lat, &b.Pickup.Lng, &b.Pickup.Address,
 		&b.Hours, &b.StartAt, &b.CreatedAt, &transmission, &driverID, &driverName, &driverRating, &b.OTP,
 		&fare, &arrivedAt, &startedAt, &endedAt, &b.CancelReason, &b.Version, &distance, &points)
+	dest = append(dest, money.dest(&b)...)
 	if err := s.Scan(dest...); err != nil {
 		return dispatch.Booking{}, err
 	}
@@ -66,6 +71,7 @@ func scanBooking(s scanner, extra ...any) (dispatch.Booking, error) {
 	b.StartAt, b.CreatedAt = b.StartAt.UTC(), b.CreatedAt.UTC()
 	b.ArrivedAt, b.StartedAt, b.EndedAt = timePtr(arrivedAt), timePtr(startedAt), timePtr(endedAt)
 	b.DistanceM, b.RoutePoints = intPtr(distance), intPtr(points)
+	money.set(&b)
 	return b, nil
 }
 
@@ -111,6 +117,8 @@ func (d *DB) CreateBooking(ctx context.Context, nb dispatch.NewBooking) (dispatc
 		OTP:        nb.OTP,
 		Fare:       nb.Fare,
 		Version:    1,
+		City:       nb.City,
+		Surge:      surgeOf(surgeBP(nb.Surge)),
 	}
 	if nb.StartAt.IsZero() {
 		b.StartAt = created
@@ -140,9 +148,9 @@ func (d *DB) CreateBooking(ctx context.Context, nb dispatch.NewBooking) (dispatc
 		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO bookings (id, status, prev_status, customer_id,
 			pickup_lat, pickup_lng, pickup_address, hours, start_at, created_at, transmission, otp, fare,
-			cancel_reason, version, updated_at) VALUES (?, ?, '', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', 1, ?)`,
+			cancel_reason, version, updated_at, city, surge_bp) VALUES (?, ?, '', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', 1, ?, ?, ?)`,
 			b.ID, b.Status, b.CustomerID, b.Pickup.Lat, b.Pickup.Lng, b.Pickup.Address, b.Hours, b.StartAt,
-			b.CreatedAt, b.Car.Transmission, b.OTP, string(fare), created)
+			b.CreatedAt, b.Car.Transmission, b.OTP, string(fare), created, b.City, surgeBP(b.Surge))
 		if err != nil {
 			return translate(err)
 		}
@@ -187,6 +195,7 @@ func validNewBooking(nb dispatch.NewBooking) error {
 		{"otp", nb.OTP, 16, false},
 		{"idempotency key", nb.IdempotencyKey, 200, false},
 		{"request hash", nb.RequestHash, 128, false},
+		{"city", nb.City, 64, false},
 	} {
 		if err := checkLen(f.name, f.v, f.max, f.required); err != nil {
 			return err
@@ -369,6 +378,10 @@ func transition(ctx context.Context, tx *sql.Tx, c dispatch.Change) (dispatch.Bo
 	if err := w.change(b, dispatch.Status(prev), c.Actor, c.Reason, at); err != nil {
 		return dispatch.Booking{}, err
 	}
+	if c.Charge != "" {
+		// The charge's own audit row: what was charged and why; the fare holds its lines.
+		w.audit.add(b.ID, at, c.Actor, string(b.Status), string(b.Status), truncate("charged: "+c.Charge, 500), b.Version)
+	}
 	if c.To == dispatch.StatusCompleted {
 		if err := w.trip(b, c.Route); err != nil {
 			return dispatch.Booking{}, err
@@ -407,8 +420,8 @@ func apply(ctx context.Context, tx *sql.Tx, c dispatch.Change) error {
 	args := []any{c.To, at}
 	switch c.To {
 	case dispatch.StatusAssigned:
-		set = append(set, "driver_id = ?", "driver_name = ?", "driver_rating = ?")
-		args = append(args, c.Driver.ID, c.Driver.Name, c.Driver.Rating)
+		set = append(set, "driver_id = ?", "driver_name = ?", "driver_rating = ?", "assigned_at = ?")
+		args = append(args, c.Driver.ID, c.Driver.Name, c.Driver.Rating, at)
 	case dispatch.StatusArrived:
 		set, args = append(set, "arrived_at = ?"), append(args, at)
 	case dispatch.StatusInProgress:
@@ -422,11 +435,12 @@ func apply(ctx context.Context, tx *sql.Tx, c dispatch.Change) error {
 		args = append(args, at, r.DistanceM, r.Points)
 	case dispatch.StatusCancelled:
 		// A trip cancelled under way has ended; one that never started has no end.
-		set = append(set, "cancel_reason = ?", "ended_at = CASE WHEN started_at IS NULL THEN NULL ELSE ? END")
-		args = append(args, c.Reason, at)
+		set = append(set, "cancel_reason = ?", "ended_at = CASE WHEN started_at IS NULL THEN NULL ELSE ? END",
+			"cancellation_fee_paise = ?")
+		args = append(args, c.Reason, at, c.CancellationFeePaise)
 	}
 	if c.ClearDriver || c.To == dispatch.StatusSearching {
-		set = append(set, "driver_id = NULL", "driver_name = NULL", "driver_rating = NULL")
+		set = append(set, "driver_id = NULL", "driver_name = NULL", "driver_rating = NULL", "assigned_at = NULL")
 	}
 	if c.Fare != nil {
 		fare, err := json.Marshal(c.Fare)
@@ -457,6 +471,9 @@ func apply(ctx context.Context, tx *sql.Tx, c dispatch.Change) error {
 }
 
 func validChange(c dispatch.Change) error {
+	if err := validCharge(c); err != nil {
+		return err
+	}
 	if c.BookingID == "" {
 		return fmt.Errorf("booking id is required: %w", dispatch.ErrInvalid)
 	}

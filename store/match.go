@@ -143,8 +143,23 @@ var resumeQuery = func() string {
 	offer := []string{"o.id", "o.booking_id", "o.driver_id", "o.status", "o.distance_m", "o.region", "o.fence", "o.created_at", "o.expires_at"}
 	noOffer := []string{"''", "''", "''", "''", "0", "''", "0", "b.created_at", "b.created_at"}
 	book := strings.Split(bookingColsOf("b"), ", ")
-	noBook := []string{"d.id", "''", "''", "0", "0", "''", "0", "d.created_at", "d.created_at", "''", "NULL", "NULL", "NULL",
-		"''", "'{}'", "NULL", "NULL", "NULL", "''", "0", "NULL", "NULL"}
+	// The profile row's booking columns: values of the columns' types that scanBooking takes.
+	blank := map[string]string{"id": "d.id", "status": "''", "customer_id": "''", "pickup_lat": "0", "pickup_lng": "0",
+		"pickup_address": "''", "hours": "0", "start_at": "d.created_at", "created_at": "d.created_at", "transmission": "''",
+		"otp": "''", "fare": "'{}'", "cancel_reason": "''", "version": "0", "city": "''", "surge_bp": "0",
+		"cancellation_fee_paise": "0",
+		// Typed NULLs: go-mysql-server gives a union's column the type of text where a branch has a
+		// bare NULL, and a time would come back as bytes.
+		"arrived_at": "CAST(NULL AS DATETIME(3))", "started_at": "CAST(NULL AS DATETIME(3))",
+		"ended_at": "CAST(NULL AS DATETIME(3))", "assigned_at": "CAST(NULL AS DATETIME(3))"}
+	var noBook []string
+	for _, c := range strings.Split(bookingCols, ",") {
+		v, ok := blank[strings.TrimSpace(c)]
+		if !ok {
+			v = "NULL" // a nullable column
+		}
+		noBook = append(noBook, v)
+	}
 	sel := func(kind string, cols ...[]string) string {
 		out := []string{"'" + kind + "' AS c0"}
 		n := 1

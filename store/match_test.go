@@ -123,5 +123,14 @@ func TestResume(t *testing.T) {
 		if err != nil || !r.Known || r.Active == nil || r.Active.ID != b.ID || r.Active.Status != dispatch.StatusAssigned || len(r.Offers) != 0 {
 			t.Fatalf("after accepting: got %+v, %v; want the active booking %s and no offer", r, err, b.ID)
 		}
+		// Its times come back as times on both engines (a union with typed NULLs).
+		if _, err := e.db.Transition(ctx, dispatch.Change{BookingID: b.ID, From: []dispatch.Status{dispatch.StatusAssigned},
+			To: dispatch.StatusArrived, Driver: &dispatch.DriverRef{ID: drv}, Actor: "driver:" + drv, At: t0.Add(time.Minute)}); err != nil {
+			t.Fatal(err)
+		}
+		r, err = e.db.Resume(ctx, drv)
+		if err != nil || r.Active == nil || r.Active.ArrivedAt == nil || !r.Active.ArrivedAt.Equal(t0.Add(time.Minute)) {
+			t.Fatalf("after arriving: got %+v, %v; want arrived_at %v", r.Active, err, t0.Add(time.Minute))
+		}
 	})
 }

@@ -277,7 +277,7 @@ function createMap(cfg) {
 
   const css = getComputedStyle(document.documentElement);
   hexColors = {};
-  for (const k of ['empty', 'idle', 'covered', 'short', 'critical']) {
+  for (const k of ['empty', 'idle', 'covered', 'short', 'critical', 'surge']) {
     hexColors[k] = css.getPropertyValue(`--hex-${k}`).trim() || '#888';
   }
 
@@ -939,14 +939,16 @@ function cellStyle(balance, c) {
   const n = Math.max(isNum(c.supply) ? c.supply : 0, isNum(c.demand) ? c.demand : 0);
   const step = Math.min(3, Math.floor(Math.log2(1 + n)));
   const color = hexColors[balance];
+  // A surging market is outlined in the surge colour, thicker the higher its multiplier.
+  const surge = isNum(c.surge) && c.surge > 1 ? c.surge : 0;
   return {
-    key: `${balance}/${step}`,
+    key: `${balance}/${step}/${surge}`,
     style: {
       pane: 'cells',
       renderer: cellRenderer,
-      color,
-      weight: 1,
-      opacity: balance === 'empty' ? 0.25 : 0.6,
+      color: surge ? hexColors.surge : color,
+      weight: surge ? 1 + Math.round(4 * (surge - 1)) : 1,
+      opacity: surge ? 0.9 : balance === 'empty' ? 0.25 : 0.6,
       fillColor: color,
       fillOpacity: balance === 'empty' ? 0.04 : 0.14 + 0.08 * step,
     },
@@ -955,7 +957,8 @@ function cellStyle(balance, c) {
 
 function cellText(c) {
   if (!c) return '';
-  return `supply ${isNum(c.supply) ? c.supply : 0} · demand ${isNum(c.demand) ? c.demand : 0}`;
+  const surge = isNum(c.surge) && c.surge > 1 ? ` · surge ×${c.surge}` : '';
+  return `supply ${isNum(c.supply) ? c.supply : 0} · demand ${isNum(c.demand) ? c.demand : 0}${surge}`;
 }
 
 /** A cells frame is the whole picture for the watched area: cells it omits are dropped. */

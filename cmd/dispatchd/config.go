@@ -44,6 +44,7 @@ type Config struct {
 	SimBookings     float64       // DISPATCH_SIMULATE_BOOKINGS_PER_MIN
 	TariffsFile     string        // DISPATCH_TARIFFS
 	City            string        // DISPATCH_CITY
+	AreasFile       string        // DISPATCH_AREAS
 	// Abuse limits (SECURITY.md).
 	RatePerUser       float64        // DISPATCH_RATE_PER_USER
 	RatePerAddr       float64        // DISPATCH_RATE_PER_ADDR
@@ -89,7 +90,8 @@ var Settings = []Setting{
 	{"DISPATCH_SIMULATE_DRIVERS", "0", "start this many simulated drivers (development)"},
 	{"DISPATCH_SIMULATE_BOOKINGS_PER_MIN", "0", "simulated customers book this many times a minute (development)"},
 	{"DISPATCH_TARIFFS", "(built in)", "path of a tariffs JSON file"},
-	{"DISPATCH_CITY", "bengaluru", "the city whose tariff prices bookings"},
+	{"DISPATCH_CITY", "bengaluru", "the tariff of bookings made before cities existed (they have none); every other booking is priced by its pickup's city"},
+	{"DISPATCH_AREAS", "(built in)", "path of a GeoJSON file of the cities' service areas (as geo/areas/cities.geojson); every area needs a tariff"},
 	{"DISPATCH_RATE_PER_USER", "20", "HTTP requests (socket upgrades included) a second per user, bursts twice that; 0: no limit"},
 	{"DISPATCH_RATE_PER_ADDR", "10", "HTTP requests a second per client address among those without a valid token, bursts twice that; 0: no limit"},
 	{"DISPATCH_STAFF_NETWORKS", "", "CIDRs (comma-separated) dispatcher and admin tokens are accepted from, e.g. the admin VPN's; the client address as DISPATCH_PROXY_HOPS finds it; empty: anywhere"},
@@ -176,6 +178,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		}
 		c.MatchGreedy = b
 	}
+	str("DISPATCH_AREAS", &c.AreasFile)
 	if v := getenv("DISPATCH_MIGRATE"); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {

@@ -184,13 +184,19 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 	if tariff, err = tariffs.For(cfg.City); err != nil {
 		return fmt.Errorf("DISPATCH_CITY: %w", err)
 	}
+	areas, err := loadAreas(cfg.AreasFile, tariffs)
+	if err != nil {
+		return err
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Feed: the index publishes written points on the region feeds in the write's own round trip.
 	index := geo.NewIndex(conns.rdb, geo.Options{Prefix: cfg.RedisPrefix, Feed: true})
 	bus := realtime.NewBus(conns.rdb, cfg.RedisPrefix)
-	svc := dispatch.NewService(conns.db, index, bus, dispatch.ServiceOptions{Tariff: tariff, Trails: index, Offers: bus})
+	market := geo.NewMarket(index, 0)
+	svc := dispatch.NewService(conns.db, index, bus, dispatch.ServiceOptions{Tariff: tariff, Trails: index, Offers: bus,
+		Cities: areas, Tariffs: tariffs, Market: market, Quotes: conns.db, Invoices: conns.db})
 	var previous [][]byte
 	if cfg.JWTPrevious != "" {
 		previous = append(previous, []byte(cfg.JWTPrevious))
@@ -231,7 +237,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 	if cfg.Has("gateway") {
 		hub = realtime.NewHub(conns.rdb, bus, svc, conns.db, index, realtime.Options{
 			Auth: verifier.FromRequest, AllowedOrigins: cfg.AllowedOrigins,
-			UserRate: cfg.SocketRatePerUser, MaxSocketsPerUser: cfg.MaxSocketsPerUser, GoneGrace: cfg.GoneGrace,
+			UserRate: cfg.SocketRatePerUser, MaxSocketsPerUser: cfg.MaxSocketsPerUser, GoneGrace: cfg.GoneGrace, Surges: market.Surges,
 		}, reg, log.With().Str("component", "gateway").Logger())
 		writer = geo.NewWriter(index, geo.WriterOptions{OnWritten: hub.OnWritten, OnError: func(err error, n int) {
 			log.Warn().Err(err).Int("points", n).Msg("index write failed")
@@ -341,6 +347,33 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 	_ = adminSrv.Shutdown(shutdownCtx)
 	log.Info().Msg("stopped")
 	return runErr
+}
+
+// loadAreas reads the service areas (DISPATCH_AREAS, else the built-in ones) and checks them
+// against the tariffs: every area must have a tariff, or its pickups could not be priced. A
+// tariff without an area is a city not served yet.
+func loadAreas(path string, tariffs *dispatch.Tariffs) (*geo.Areas, error) {
+	var areas *geo.Areas
+	var err error
+	if path == "" {
+		areas, err = geo.DefaultAreas()
+	} else {
+		f, ferr := os.Open(path)
+		if ferr != nil {
+			return nil, fmt.Errorf("DISPATCH_AREAS: %w", ferr)
+		}
+		areas, err = geo.LoadAreas(f)
+		f.Close()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("DISPATCH_AREAS %s: %w", path, err)
+	}
+	for _, id := range areas.IDs() {
+		if _, err := tariffs.For(id); err != nil {
+			return nil, fmt.Errorf("DISPATCH_AREAS: city %q has an area but no tariff in %q", id, tariffs.Version)
+		}
+	}
+	return areas, nil
 }
 
 // within runs check and returns its error, or ctx's once ctx is done, whichever comes first:
