@@ -200,8 +200,8 @@ func (s *Service) CreateBooking(ctx context.Context, a Actor, r BookingRequest, 
 	}
 	b, created, err := s.store.CreateBooking(ctx, nb)
 	if err == nil && created && s.opts.Market != nil {
-		// Demand for the next quotes; a failure to count it costs only accuracy.
-		_ = s.opts.Market.AddDemand(ctx, b.ID, r.Pickup.Lat, r.Pickup.Lng, now)
+		// Demand for the next quotes, off the request's path; a failure costs only accuracy.
+		s.behind(func(ctx context.Context) error { return s.opts.Market.AddDemand(ctx, b.ID, r.Pickup.Lat, r.Pickup.Lng, now) })
 	}
 	return b, created, err
 }

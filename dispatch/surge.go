@@ -131,15 +131,48 @@ func (s *Service) surge(ctx context.Context, t Tariff, p Place) float64 {
 		return 1
 	}
 	now := s.opts.Now()
-	load, err := s.opts.Market.Load(ctx, p.Lat, p.Lng, t.Surge.Window(), now)
-	if err != nil {
+	type loaded struct {
+		l   MarketLoad
+		err error
+	}
+	// A booking needs MySQL only: with Redis slow or away it is priced without surge after
+	// marketWait rather than waiting out the client's timeouts (TestFaultBlackhole). The
+	// look-up's goroutine ends by the client's own timeouts.
+	done := make(chan loaded, 1)
+	go func() {
+		l, err := s.opts.Market.Load(context.WithoutCancel(ctx), p.Lat, p.Lng, t.Surge.Window(), now)
+		done <- loaded{l, err}
+	}()
+	var load MarketLoad
+	select {
+	case r := <-done:
+		if r.err != nil {
+			return 1
+		}
+		load = r.l
+	case <-time.After(marketWait):
+		return 1
+	case <-ctx.Done():
 		return 1
 	}
 	level := t.Surge.Level(load.Level, load.Supply, load.Demand)
 	m := t.Multiplier(level)
 	if level != load.Level || level >= 0 {
 		// Kept for two windows: a market nobody asks about forgets its step.
-		_ = s.opts.Market.SetLevel(ctx, load.Cell, level, m, 2*t.Surge.Window())
+		s.behind(func(ctx context.Context) error { return s.opts.Market.SetLevel(ctx, load.Cell, level, m, 2*t.Surge.Window()) })
 	}
 	return m
+}
+
+// marketWait bounds how long pricing waits for the market's figures.
+const marketWait = 300 * time.Millisecond
+
+// behind runs a write to the market off the request's path, bounded in time: losing one costs
+// only the accuracy of later quotes.
+func (s *Service) behind(f func(context.Context) error) {
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = f(ctx)
+	}()
 }
