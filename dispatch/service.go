@@ -201,7 +201,9 @@ func (s *Service) CreateBooking(ctx context.Context, a Actor, r BookingRequest, 
 	b, created, err := s.store.CreateBooking(ctx, nb)
 	if err == nil && created && s.opts.Market != nil {
 		// Demand for the next quotes, off the request's path; a failure costs only accuracy.
-		s.behind(func(ctx context.Context) error { return s.opts.Market.AddDemand(ctx, b.ID, r.Pickup.Lat, r.Pickup.Lng, now) })
+		s.behind(func(ctx context.Context) error {
+			return s.opts.Market.AddDemand(ctx, b.ID, r.Pickup.Lat, r.Pickup.Lng, now)
+		})
 	}
 	return b, created, err
 }

@@ -159,7 +159,9 @@ func (s *Service) surge(ctx context.Context, t Tariff, p Place) float64 {
 	m := t.Multiplier(level)
 	if level != load.Level || level >= 0 {
 		// Kept for two windows: a market nobody asks about forgets its step.
-		s.behind(func(ctx context.Context) error { return s.opts.Market.SetLevel(ctx, load.Cell, level, m, 2*t.Surge.Window()) })
+		s.behind(func(ctx context.Context) error {
+			return s.opts.Market.SetLevel(ctx, load.Cell, level, m, 2*t.Surge.Window())
+		})
 	}
 	return m
 }
