@@ -217,7 +217,6 @@ func (v *viewer) driverLocation(loc driverLocation) {
 	v.c.sendLatest("trk:"+loc.BookingID, loc.TS, "driver.location", loc)
 }
 
-
 // watchArea answers a snapshot of the area, then deltas about it only. Any area is taken: one
 // at most driversMaxM across gets its drivers one by one; a larger one gets no drivers, only
 // the counts per cell (at a resolution that suits its size) every second.
