@@ -5,8 +5,9 @@
 // Leaflet (vendor/leaflet/leaflet.js, a deferred classic script) provides window.L.
 //
 // Data flow: one WebSocket (/v1/ws, subprotocols dispatch.v1 + bearer.<jwt>) feeds three maps
-// (drivers, bookings, cells) keyed by id; every frame touches only the DOM of the entries it
-// names, so DOM work follows the number of changes, not the number of things on the map.
+// (drivers, bookings, cells) keyed by id; every frame touches only the entries it names. Drivers
+// are dots on one canvas redrawn at most once an animation frame (DriverDots); bookings keep
+// their DOM markers (a few hundred at most); a zoomed-out area comes as counts per cell only.
 
 const L = window.L;
 
@@ -316,9 +317,6 @@ function createMap(cfg) {
     localStorage.setItem(CELLS_KEY, ui.toggleCells.checked ? 'on' : 'off');
   });
 
-  // Markers glide between positions with a CSS transition; not while zooming or jumping.
-  map.on('zoomstart viewreset', () => ui.map.classList.add('no-anim'));
-  map.on('zoomend moveend', () => requestAnimationFrame(() => requestAnimationFrame(() => ui.map.classList.remove('no-anim'))));
   map.on('moveend', () => sendWatchArea(false));
 }
 
