@@ -47,19 +47,26 @@ type viewer struct {
 	actor dispatch.Actor
 	c     *conn
 
-	mu       sync.Mutex // guards the fields below
-	watching map[string]dispatch.Booking
-	area     *area
-	one      bool // drivers one by one (a small area); else counts per cell only
-	res      int  // resolution of the cells sent
-	regions  map[string]bool
-	counted  []string                       // regions acquired in the hub's fleet (not one by one)
-	known    map[string]dispatch.DriverView // drivers in the area (one by one)
-	bks      map[string]dispatch.Booking    // bookings in the area
-	pendD    map[string]dispatch.DriverView
-	pendB    map[string]dispatch.Booking
-	sentD    map[string]sentMark // what of each driver last left for this socket
-	cellsAt  time.Time
+	// watchMu orders the changes of the watched area: watch.area (the read loop), the adding of
+	// regions new since (refreshCounted) and stop. Lock order: watchMu, then mu or Hub.mu (never
+	// taken under either).
+	watchMu sync.Mutex
+	stopped bool // guarded by watchMu
+
+	mu        sync.Mutex // guards the fields below
+	refreshAt time.Time  // when the regions of an area counted per cell were last looked at
+	watching  map[string]dispatch.Booking
+	area      *area
+	one       bool // drivers one by one (a small area); else counts per cell only
+	res       int  // resolution of the cells sent
+	regions   map[string]bool
+	counted   []string                       // regions acquired in the hub's fleet (not one by one)
+	known     map[string]dispatch.DriverView // drivers in the area (one by one)
+	bks       map[string]dispatch.Booking    // bookings in the area
+	pendD     map[string]dispatch.DriverView
+	pendB     map[string]dispatch.Booking
+	sentD     map[string]sentMark // what of each driver last left for this socket
+	cellsAt   time.Time
 }
 
 // sentMark is a driver's last update sent to a socket: its point's time, its state, and when.
@@ -79,6 +86,9 @@ func (v *viewer) start(context.Context) {}
 
 func (v *viewer) stop(ctx context.Context) {
 	h := v.h
+	v.watchMu.Lock()
+	defer v.watchMu.Unlock()
+	v.stopped = true
 	v.mu.Lock()
 	var chans []string
 	for id := range v.watching {
@@ -225,6 +235,8 @@ func (v *viewer) watchArea(ctx context.Context, a area) error {
 		return errInvalid("the area must be a box with min < max within the coordinate ranges")
 	}
 	h := v.h
+	v.watchMu.Lock()
+	defer v.watchMu.Unlock()
 	diag := geo.DistanceM(a.minLat, a.minLng, a.maxLat, a.maxLng)
 	res := cellsResFor(diag)
 	var regionCells []h3.Cell
@@ -261,7 +273,7 @@ func (v *viewer) watchArea(ctx context.Context, a area) error {
 	v.area, v.one, v.res, v.regions, v.counted = &a, one, res, regions, counted
 	v.known, v.bks = map[string]dispatch.DriverView{}, map[string]dispatch.Booking{}
 	v.pendD, v.pendB = map[string]dispatch.DriverView{}, map[string]dispatch.Booking{}
-	v.sentD, v.cellsAt = map[string]sentMark{}, time.Now()
+	v.sentD, v.cellsAt, v.refreshAt = map[string]sentMark{}, time.Now(), time.Now()
 	newChans := v.areaChannels()
 	v.mu.Unlock()
 	had := map[string]bool{}
@@ -330,6 +342,41 @@ func (v *viewer) watchArea(ctx context.Context, a area) error {
 	v.c.send("snapshot", map[string]any{"drivers": drivers, "bookings": bookings, "mode": mode, "res": res})
 	v.c.send("cells", v.cells())
 	return nil
+}
+
+// refreshCounted adds to an area counted per cell the regions that have held a driver since it
+// was watched (a fleet moving into a new town): their bookings' events and their drivers.
+func (v *viewer) refreshCounted() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	v.watchMu.Lock()
+	defer v.watchMu.Unlock()
+	v.mu.Lock()
+	a, one := v.area, v.one
+	v.mu.Unlock()
+	if v.stopped || a == nil || one {
+		return
+	}
+	active, err := v.h.fleet.activeRegions(ctx)
+	if err != nil {
+		return // again at the next look
+	}
+	var fresh, chans []string
+	v.mu.Lock()
+	for _, r := range active {
+		if !v.regions[r] && regionNear(r, *a) {
+			v.regions[r] = true
+			v.counted = append(v.counted, r)
+			fresh = append(fresh, r)
+			chans = append(chans, "ev:reg:"+r)
+		}
+	}
+	v.mu.Unlock()
+	if len(fresh) == 0 {
+		return
+	}
+	v.h.subscribe(ctx, chans...)
+	_ = v.h.fleet.acquire(ctx, fresh) // a region that failed to load fills from its feed
 }
 
 // areaChannels are the channels the watched area needs; the caller holds v.mu. The drivers of
@@ -457,6 +504,10 @@ func (v *viewer) pull() [][]byte {
 	every := 2 * time.Second
 	if !v.one {
 		every = time.Second
+		if now.Sub(v.refreshAt) >= 10*time.Second {
+			v.refreshAt = now
+			go v.refreshCounted()
+		}
 	}
 	sendCells := now.Sub(v.cellsAt) >= every
 	if sendCells {

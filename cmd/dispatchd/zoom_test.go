@@ -87,7 +87,7 @@ func zoomDiff(got, want map[string][2]int) string {
 // TestMapAtAnyZoom: a dispatcher zoomed out over 300 km is not refused: it is sent no drivers,
 // only counts per cell by state at a coarser resolution, and those counts equal a count of the
 // drivers in the area (placed and moved through the drivers' sockets, one of them on a booking),
-// as drivers cross the area's edge; zoomed back in, the drivers come one by one again, every
+// as drivers cross the area's edge and one comes online in a region new to the area; zoomed back in, the drivers come one by one again, every
 // point of a driver reporting once a second arrives before its next, and nothing about a driver
 // outside the area.
 func TestMapAtAnyZoom(t *testing.T) {
@@ -189,6 +189,27 @@ func TestMapAtAnyZoom(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("after the moves, the cells never matched the drivers: %s", last)
+		}
+	}
+
+	// A driver comes online in a region that held none when the area was watched: it is counted
+	// within the viewer's next look at the regions (every 10 s).
+	add("newtown", 12.5, 78.2)
+	want = zoomExpected(all, minLat, minLng, maxLat, maxLng, cs.Res)
+	deadline = time.Now().Add(15 * time.Second)
+	for {
+		f := <-ops.frames
+		if f.Type == "drivers" {
+			t.Fatalf("a zoomed-out dispatcher was sent drivers one by one: %s", f.Data)
+		}
+		if f.Type == "cells" {
+			_ = json.Unmarshal(f.Data, &cs)
+			if last = zoomDiff(zoomGot(cs), want); last == "" {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a driver in a new region was never counted: %s", last)
 		}
 	}
 
