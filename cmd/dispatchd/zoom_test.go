@@ -88,8 +88,8 @@ func zoomDiff(got, want map[string][2]int) string {
 // only counts per cell by state at a coarser resolution, and those counts equal a count of the
 // drivers in the area (placed and moved through the drivers' sockets, one of them on a booking),
 // as drivers cross the area's edge and one comes online in a region new to the area; zoomed back in, the drivers come one by one again, every
-// point of a driver reporting once a second arrives at once, and nothing about a driver outside
-// the area.
+// point of a driver reporting once a second arrives at once (on the map and to the customer
+// tracking it), and nothing about a driver outside the area.
 func TestMapAtAnyZoom(t *testing.T) {
 	s := startServer(t, "real", nil)
 	suffix := fmt.Sprint(time.Now().UnixNano())
@@ -236,23 +236,28 @@ func TestMapAtAnyZoom(t *testing.T) {
 		t.Fatalf("zoomed-in snapshot: got mode %q and drivers %v, want \"drivers\" and %v", small.Mode, ids, wantIDs)
 	}
 
-	// The near driver reports once a second by its own clock, though the network brings its points
-	// 900 ms apart: each reaches the map within half a second of being sent, none held for the
-	// socket's second (which would add 100 ms more at each point) nor replaced by the next.
-	// The neighbour, just outside, moves too: never a word about it.
+	// The busy driver reports once a second by its own clock, though the network brings its
+	// points 900 ms apart: each reaches the dispatcher's map and the customer tracking the booking
+	// within half a second of being sent, none held for the socket's second (which would add
+	// 100 ms more at each point) nor replaced by the next. The neighbour, just outside, moves
+	// too: never a word about it.
+	cust := s.mustDial(t, ctok)
+	if code := cust.reply(cust.send("watch", map[string]string{"booking_id": bk.ID})); code != "" {
+		t.Fatalf("the customer's watch: %q", code)
+	}
 	var lat []time.Duration
 	base, baseTS := time.Now(), time.Now().UnixMilli()
 	for i := 1; i <= 9; i++ {
 		time.Sleep(time.Until(base.Add(time.Duration(i) * 900 * time.Millisecond)))
 		ts := baseTS + int64(i)*1000
-		near.c.send("location", map[string]any{"lat": near.lat + float64(i)*0.0001, "lng": near.lng, "acc": 10, "heading": 0, "ts": ts})
+		busy.c.send("location", map[string]any{"lat": busy.lat + float64(i)*0.0001, "lng": busy.lng, "acc": 10, "heading": 0, "ts": ts})
 		neighbour.c.send("location", point(neighbour.lat+float64(i)*0.0001, neighbour.lng))
 		sent := time.Now()
 		wantAt := time.UnixMilli(ts).UTC().Format(time.RFC3339Nano)
-		got := false
+		toMap, toCustomer := false, false
 		until := time.After(500 * time.Millisecond)
 	wait:
-		for !got {
+		for !toMap || !toCustomer {
 			select {
 			case f := <-ops.frames:
 				if f.Type != "drivers" {
@@ -269,17 +274,24 @@ func TestMapAtAnyZoom(t *testing.T) {
 					if d.ID == neighbour.id {
 						t.Fatalf("the dispatcher was sent the neighbour outside its area")
 					}
-					if d.ID == near.id && d.UpdatedAt == wantAt {
-						got = true
+					if d.ID == busy.id && d.UpdatedAt == wantAt {
+						toMap = true
 						lat = append(lat, time.Since(sent))
 					}
+				}
+			case f := <-cust.frames:
+				var loc struct {
+					TS int64 `json:"ts"`
+				}
+				if f.Type == "driver.location" && json.Unmarshal(f.Data, &loc) == nil && loc.TS == ts {
+					toCustomer = true
 				}
 			case <-until:
 				break wait
 			}
 		}
-		if !got {
-			t.Fatalf("point %d of a driver reporting once a second did not reach the map within 500 ms (latencies so far %v)", i, lat)
+		if !toMap || !toCustomer {
+			t.Fatalf("point %d of a driver reporting once a second within 500 ms: on the map %v, to the customer %v (latencies so far %v)", i, toMap, toCustomer, lat)
 		}
 	}
 	t.Logf("send-to-receive of a driver reporting once a second: %v", lat)
