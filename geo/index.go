@@ -618,6 +618,17 @@ func (x *Index) Regions(ctx context.Context) ([]string, error) {
 	return rs, nil
 }
 
+// RegionPositions returns every driver a region holds (offline ones included), read a page at a
+// time: a record changed meanwhile may come in either version (a zoomed-out map's first count).
+func (x *Index) RegionPositions(ctx context.Context, region string) ([]dispatch.Position, error) {
+	var out []dispatch.Position
+	err := x.scanRegion(ctx, region, func(ps []dispatch.Position) error {
+		out = append(out, ps...)
+		return nil
+	})
+	return out, err
+}
+
 // scanRegion calls fn with every record of a region, a page at a time (HSCAN: a record
 // changed during the scan may be seen in either version, or twice).
 func (x *Index) scanRegion(ctx context.Context, region string, fn func(ps []dispatch.Position) error) error {

@@ -36,7 +36,9 @@ type outFrame struct {
 
 // conn is one WebSocket with a single writer goroutine. State frames queue in order and are
 // never dropped: a reader so slow that the queue fills is closed with 1013. Location frames are
-// latest-wins per key: each key leaves at most once per gap, looked at every flush tick.
+// latest-wins per key, looked at every flush tick: each key leaves at most once per gap of its
+// points' own times (a point a gap after the last one sent leaves at the next tick, whatever
+// the phase between the sender's clock and this socket's; see viewer.due).
 //
 // Lock order: conn.mu only; never held while writing to the network.
 type conn struct {
@@ -53,9 +55,9 @@ type conn struct {
 	readOnce   sync.Once
 
 	mu        sync.Mutex
-	latest    map[string][]byte
+	latest    map[string]latestFrame
 	order     []string
-	sentAt    map[string]time.Time // when each latest-wins key last left
+	sentAt    map[string]latestSent // what of each latest-wins key last left, and when
 	closeCode int
 	closeMsg  string
 	closeOnce sync.Once
@@ -66,8 +68,8 @@ type conn struct {
 
 func newConn(ws *websocket.Conn, flush, gap time.Duration, onDrop func(string)) *conn {
 	return &conn{ws: ws, state: make(chan []byte, stateQueue), flush: flush, gap: gap, kick: make(chan struct{}, 1),
-		done: make(chan struct{}), closing: make(chan struct{}), readerGone: make(chan struct{}), latest: map[string][]byte{},
-		sentAt: map[string]time.Time{}, onDrop: onDrop}
+		done: make(chan struct{}), closing: make(chan struct{}), readerGone: make(chan struct{}), latest: map[string]latestFrame{},
+		sentAt: map[string]latestSent{}, onDrop: onDrop}
 }
 
 // send queues a state frame. It never blocks: when the queue is full the socket is closed with
@@ -94,8 +96,19 @@ func (c *conn) sendRaw(b []byte) {
 	}
 }
 
-// sendLatest replaces the pending frame under key (a location: only the newest matters).
-func (c *conn) sendLatest(key, typ string, data any) {
+type latestFrame struct {
+	b  []byte
+	ts int64 // the point's time, ms
+}
+
+type latestSent struct {
+	ts int64
+	at time.Time
+}
+
+// sendLatest replaces the pending frame under key (a location: only the newest matters); ts is
+// the point's own time in ms.
+func (c *conn) sendLatest(key string, ts int64, typ string, data any) {
 	b, err := json.Marshal(outFrame{Type: typ, Data: data})
 	if err != nil {
 		return
@@ -106,7 +119,7 @@ func (c *conn) sendLatest(key, typ string, data any) {
 	} else {
 		c.order = append(c.order, key)
 	}
-	c.latest[key] = b
+	c.latest[key] = latestFrame{b: b, ts: ts}
 	c.mu.Unlock()
 	if c.flush == 0 {
 		select {
@@ -156,20 +169,22 @@ func (c *conn) writeLoop() {
 		c.mu.Lock()
 		keep := c.order[:0]
 		for _, k := range c.order {
-			if c.gap > 0 && now.Sub(c.sentAt[k]) < c.gap {
-				keep = append(keep, k) // sent too recently: wait, newest still wins
+			f := c.latest[k]
+			if m, ok := c.sentAt[k]; ok && c.gap > 0 &&
+				(f.ts-m.ts < (c.gap-c.gap/10).Milliseconds() || now.Sub(m.at) < c.gap/2) {
+				keep = append(keep, k) // too soon after the last one sent: wait, newest still wins
 				continue
 			}
-			out = append(out, c.latest[k])
+			out = append(out, f.b)
 			delete(c.latest, k)
 			if c.gap > 0 {
-				c.sentAt[k] = now
+				c.sentAt[k] = latestSent{ts: f.ts, at: now}
 			}
 		}
 		c.order = keep
 		if len(c.sentAt) > 4*len(c.latest)+1024 {
-			for k, at := range c.sentAt {
-				if now.Sub(at) >= c.gap {
+			for k, m := range c.sentAt {
+				if now.Sub(m.at) >= c.gap {
 					delete(c.sentAt, k)
 				}
 			}

@@ -329,7 +329,7 @@ func (r *fzRig) frame(a dispatch.Actor, data []byte) (sent [][]byte, handled boo
 	}
 	c.mu.Lock()
 	for _, k := range c.order {
-		sent = append(sent, c.latest[k])
+		sent = append(sent, c.latest[k].b)
 	}
 	c.mu.Unlock()
 	return sent, handled, err

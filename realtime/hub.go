@@ -44,10 +44,11 @@ type Options struct {
 	MaxSpeedKmh  float64       // default 200
 	// Rate is the location frames a driver may send per second (default 5).
 	Rate float64
-	// ViewFlush: a viewer receives each driver's position at most this often (default 1 s).
+	// ViewFlush: a viewer receives each driver's position at most this often (default 1 s), as
+	// the driver's own clock goes: points a second apart each leave at once (viewer.due).
 	ViewFlush time.Duration
-	// ViewTick is how often a viewer's pending frames are looked at (default 50 ms): a change
-	// leaves within a tick unless its driver was sent less than ViewFlush ago.
+	// ViewTick is how often a viewer's pending frames are looked at (default 50 ms): a point
+	// that may be shown leaves within a tick.
 	ViewTick time.Duration
 	Now      func() time.Time
 	// UserRate is the messages a second one user may send across all its sockets (default 20,
@@ -93,6 +94,7 @@ type Hub struct {
 	versions   *lastVersions          // per audience and booking, the last version routed
 	guards     *guards                // per-user socket cap and message budget
 	gone       map[string]*time.Timer // driver -> the grace of its closed socket (gone.go)
+	fleet      *fleet                 // drivers of the regions counted for zoomed-out maps
 }
 
 // NewHub returns a hub. writer must be the geo.Writer whose OnWritten calls Hub.OnWritten.
@@ -130,6 +132,7 @@ func NewHub(rdb redis.UniversalClient, bus *Bus, svc *dispatch.Service, store di
 	h := &Hub{gone: map[string]*time.Timer{}, Bus: bus, rdb: rdb, svc: svc, store: store, loc: loc, opts: opts, log: log, m: newMetrics(reg),
 		subs: map[string]int{}, drivers: map[string]*driverSession{}, watchers: map[string]map[*viewer]bool{},
 		dispatch: map[*viewer]bool{}, all: map[*conn]bool{}, seenEvents: newDedupe(4096), versions: newLastVersions(65536), guards: newGuards(opts, reg)}
+	h.fleet = newFleet(h)
 	h.up = websocket.Upgrader{
 		ReadBufferSize:  1024,
 		WriteBufferSize: 1024,
@@ -275,6 +278,7 @@ func (h *Hub) route(ctx context.Context, channel string, payload []byte) {
 			return
 		}
 		region := strings.TrimPrefix(channel, "loc:")
+		h.fleet.update(region, batch)
 		h.mu.Lock()
 		var vs []*viewer
 		for v := range h.dispatch {

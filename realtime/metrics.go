@@ -12,6 +12,10 @@ type metrics struct {
 	indexLag  prometheus.Histogram
 	outside   prometheus.Counter
 	gone      prometheus.Counter
+	// viewUpdates are driver updates sent to dispatchers; viewCoalesced those replaced by a newer
+	// point of the same driver before they left (what coalescing saved).
+	viewUpdates   prometheus.Counter
+	viewCoalesced prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) metrics {
@@ -25,9 +29,13 @@ func newMetrics(reg prometheus.Registerer) metrics {
 		indexLag:  prometheus.NewHistogram(prometheus.HistogramOpts{Name: "dispatch_location_index_seconds", Help: "From socket read to indexed.", Buckets: []float64{0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5}}),
 		outside:   prometheus.NewCounter(prometheus.CounterOpts{Name: "dispatch_view_frames_outside_area_total", Help: "Driver updates sent to a dispatcher about a driver outside its area (must stay 0)."}),
 		gone:      prometheus.NewCounter(prometheus.CounterOpts{Name: "dispatch_drivers_gone_total", Help: "Drivers whose socket closed and did not come back within the grace."}),
+
+		// what the live maps were sent, and what coalescing saved them
+		viewUpdates:   prometheus.NewCounter(prometheus.CounterOpts{Name: "dispatch_view_updates_total", Help: "Driver updates sent to dispatchers' sockets."}),
+		viewCoalesced: prometheus.NewCounter(prometheus.CounterOpts{Name: "dispatch_view_updates_coalesced_total", Help: "Driver updates for dispatchers replaced by a newer point before they left."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.sockets, m.received, m.indexed, m.rejected, m.dropped, m.dupEvents, m.indexLag, m.outside, m.gone)
+		reg.MustRegister(m.sockets, m.received, m.indexed, m.rejected, m.dropped, m.dupEvents, m.indexLag, m.outside, m.gone, m.viewUpdates, m.viewCoalesced)
 	}
 	return m
 }

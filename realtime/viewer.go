@@ -15,8 +15,14 @@ import (
 // citySpeedMS is the speed the ETA assumes: about 20 km/h, Bengaluru's peak-hour average.
 const citySpeedMS = 5.5
 
-// cellsRes is the resolution of the supply and demand hexagons (about 5 km², edge 1.2 km).
-const cellsRes = geo.MarketRes // the surge markets: a cell's surge is its market's
+// cellsRes is the finest resolution of the cells a dispatcher is sent (about 5 km², edge 1.2 km),
+// the surge markets' (a cell's surge is its market's); a larger area gets coarser cells
+// (cellsResFor), without surge.
+const cellsRes = geo.MarketRes
+
+// driversMaxM: an area at most this across (corner to corner) is sent its drivers one by one;
+// a larger one only the counts per cell (fleet.go). 150 km holds a metro at zoom 11.
+const driversMaxM = 150000
 
 // maxPendingBookings bounds a dispatcher's coalesced booking changes; past it the reader is too slow.
 const maxPendingBookings = 20000
@@ -42,16 +48,33 @@ type viewer struct {
 	actor dispatch.Actor
 	c     *conn
 
-	mu       sync.Mutex // guards the fields below
-	watching map[string]dispatch.Booking
-	area     *area
-	regions  map[string]bool
-	known    map[string]dispatch.DriverView // drivers in the area
-	bks      map[string]dispatch.Booking    // bookings in the area
-	pendD    map[string]dispatch.DriverView
-	pendB    map[string]dispatch.Booking
-	sentD    map[string]time.Time // when each driver last left for this socket
-	cellsAt  time.Time
+	// watchMu orders the changes of the watched area: watch.area (the read loop), the adding of
+	// regions new since (refreshCounted) and stop. Lock order: watchMu, then mu or Hub.mu (never
+	// taken under either).
+	watchMu sync.Mutex
+	stopped bool // guarded by watchMu
+
+	mu        sync.Mutex // guards the fields below
+	refreshAt time.Time  // when the regions of an area counted per cell were last looked at
+	watching  map[string]dispatch.Booking
+	area      *area
+	one       bool // drivers one by one (a small area); else counts per cell only
+	res       int  // resolution of the cells sent
+	regions   map[string]bool
+	counted   []string                       // regions acquired in the hub's fleet (not one by one)
+	known     map[string]dispatch.DriverView // drivers in the area (one by one)
+	bks       map[string]dispatch.Booking    // bookings in the area
+	pendD     map[string]dispatch.DriverView
+	pendB     map[string]dispatch.Booking
+	sentD     map[string]sentMark // what of each driver last left for this socket
+	cellsAt   time.Time
+}
+
+// sentMark is a driver's last update sent to a socket: its point's time, its state, and when.
+type sentMark struct {
+	ts    time.Time
+	state dispatch.DriverState
+	at    time.Time
 }
 
 func newViewer(h *Hub, a dispatch.Actor, c *conn) *viewer {
@@ -64,16 +87,20 @@ func (v *viewer) start(context.Context) {}
 
 func (v *viewer) stop(ctx context.Context) {
 	h := v.h
+	v.watchMu.Lock()
+	defer v.watchMu.Unlock()
+	v.stopped = true
 	v.mu.Lock()
 	var chans []string
 	for id := range v.watching {
 		chans = append(chans, "trk:"+id, "ev:bk:"+id)
 	}
-	for r := range v.regions {
-		chans = append(chans, "loc:"+r, "ev:reg:"+r)
-	}
+	chans = append(chans, v.areaChannels()...)
+	counted := v.counted
+	v.counted = nil
 	watching := v.watching
 	v.mu.Unlock()
+	h.fleet.release(ctx, counted)
 	h.mu.Lock()
 	for id := range watching {
 		delete(h.watchers[id], v)
@@ -198,58 +225,94 @@ func (v *viewer) driverLocation(loc driverLocation) {
 		eta := int(math.Round(geo.DistanceM(loc.Lat, loc.Lng, b.Pickup.Lat, b.Pickup.Lng) * 1.3 / citySpeedMS))
 		loc.EtaS = &eta
 	}
-	v.c.sendLatest("trk:"+loc.BookingID, "driver.location", loc)
+	v.c.sendLatest("trk:"+loc.BookingID, loc.TS, "driver.location", loc)
 }
 
-// watchArea answers a snapshot of the area, then deltas about it only.
+// watchArea answers a snapshot of the area, then deltas about it only. Any area is taken: one
+// at most driversMaxM across gets its drivers one by one; a larger one gets no drivers, only
+// the counts per cell (at a resolution that suits its size) every second.
 func (v *viewer) watchArea(ctx context.Context, a area) error {
 	if a.minLat < -90 || a.maxLat > 90 || a.minLng < -180 || a.maxLng > 180 || a.minLat >= a.maxLat || a.minLng >= a.maxLng {
 		return errInvalid("the area must be a box with min < max within the coordinate ranges")
 	}
-	if geo.DistanceM(a.minLat, a.minLng, a.maxLat, a.maxLng) > 150000 {
-		return errInvalid("the area is larger than 150 km across")
-	}
-	regionCells, ok := geo.CellsCovering(a.minLat, a.minLng, a.maxLat, a.maxLng, geo.RegionRes, 200)
-	if !ok {
-		return errInvalid("the area covers too many regions")
+	h := v.h
+	v.watchMu.Lock()
+	defer v.watchMu.Unlock()
+	diag := geo.DistanceM(a.minLat, a.minLng, a.maxLat, a.maxLng)
+	res := cellsResFor(diag)
+	var regionCells []h3.Cell
+	one := false
+	if diag <= driversMaxM {
+		regionCells, one = geo.CellsCovering(a.minLat, a.minLng, a.maxLat, a.maxLng, geo.RegionRes, 200)
 	}
 	regions := map[string]bool{}
-	for _, c := range regionCells {
-		regions[c.String()] = true
+	if one {
+		for _, c := range regionCells {
+			regions[c.String()] = true
+		}
+	} else {
+		// Only regions that hold drivers: all of India is some 13,000 regions, a fleet a few dozen.
+		active, err := h.fleet.activeRegions(ctx)
+		if err != nil {
+			return err
+		}
+		for _, r := range active {
+			if regionNear(r, a) {
+				regions[r] = true
+			}
+		}
 	}
-	h := v.h
+	var counted []string
+	if !one {
+		for r := range regions {
+			counted = append(counted, r)
+		}
+	}
 	v.mu.Lock()
-	old := v.regions
-	v.area, v.regions = &a, regions
+	oldChans := v.areaChannels()
+	oldCounted := v.counted
+	v.area, v.one, v.res, v.regions, v.counted = &a, one, res, regions, counted
 	v.known, v.bks = map[string]dispatch.DriverView{}, map[string]dispatch.Booking{}
 	v.pendD, v.pendB = map[string]dispatch.DriverView{}, map[string]dispatch.Booking{}
-	v.sentD, v.cellsAt = map[string]time.Time{}, time.Now()
+	v.sentD, v.cellsAt, v.refreshAt = map[string]sentMark{}, time.Now(), time.Now()
+	newChans := v.areaChannels()
 	v.mu.Unlock()
-	var add, drop []string
-	for r := range regions {
-		if !old[r] {
-			add = append(add, "loc:"+r, "ev:reg:"+r)
-		}
+	had := map[string]bool{}
+	for _, c := range oldChans {
+		had[c] = true
 	}
-	for r := range old {
-		if !regions[r] {
-			drop = append(drop, "loc:"+r, "ev:reg:"+r)
+	var add, drop []string
+	for _, c := range newChans {
+		if !had[c] {
+			add = append(add, c)
 		}
+		delete(had, c)
+	}
+	for c := range had {
+		drop = append(drop, c)
 	}
 	h.subscribe(ctx, add...)
 	h.unsubscribe(ctx, drop...)
 	h.mu.Lock()
 	h.dispatch[v] = true
 	h.mu.Unlock()
-
-	positions, err := h.loc.InArea(ctx, regionCells)
+	// The new regions are counted before the old are let go: a zoom keeps what both share loaded.
+	err := h.fleet.acquire(ctx, counted)
+	h.fleet.release(ctx, oldCounted)
 	if err != nil {
 		return err
 	}
+
 	drivers := []dispatch.DriverView{}
-	for _, p := range positions {
-		if p.State != dispatch.DriverOffline && a.contains(p.Lat, p.Lng) {
-			drivers = append(drivers, p.View())
+	if one {
+		positions, err := h.loc.InArea(ctx, regionCells)
+		if err != nil {
+			return err
+		}
+		for _, p := range positions {
+			if p.State != dispatch.DriverOffline && a.contains(p.Lat, p.Lng) {
+				drivers = append(drivers, p.View())
+			}
 		}
 	}
 	bookings := []dispatch.Booking{}
@@ -273,16 +336,79 @@ func (v *viewer) watchArea(ctx context.Context, a area) error {
 		v.bks[b.ID] = b
 	}
 	v.mu.Unlock()
-	v.c.send("snapshot", map[string]any{"drivers": drivers, "bookings": bookings})
+	mode := "drivers"
+	if !one {
+		mode = "cells"
+	}
+	v.c.send("snapshot", map[string]any{"drivers": drivers, "bookings": bookings, "mode": mode, "res": res})
 	v.c.send("cells", v.cells())
 	return nil
+}
+
+// refreshCounted adds to an area counted per cell the regions that have held a driver since it
+// was watched (a fleet moving into a new town): their bookings' events and their drivers.
+func (v *viewer) refreshCounted() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	v.watchMu.Lock()
+	defer v.watchMu.Unlock()
+	v.mu.Lock()
+	a, one := v.area, v.one
+	v.mu.Unlock()
+	if v.stopped || a == nil || one {
+		return
+	}
+	active, err := v.h.fleet.activeRegions(ctx)
+	if err != nil {
+		return // again at the next look
+	}
+	var fresh, chans []string
+	v.mu.Lock()
+	for _, r := range active {
+		if !v.regions[r] && regionNear(r, *a) {
+			v.regions[r] = true
+			v.counted = append(v.counted, r)
+			fresh = append(fresh, r)
+			chans = append(chans, "ev:reg:"+r)
+		}
+	}
+	v.mu.Unlock()
+	if len(fresh) == 0 {
+		return
+	}
+	v.h.subscribe(ctx, chans...)
+	_ = v.h.fleet.acquire(ctx, fresh) // a region that failed to load fills from its feed
+}
+
+// areaChannels are the channels the watched area needs; the caller holds v.mu. The drivers of
+// an area counted per cell come through the hub's fleet, which subscribes for itself.
+func (v *viewer) areaChannels() []string {
+	var out []string
+	for r := range v.regions {
+		out = append(out, "ev:reg:"+r)
+		if v.one {
+			out = append(out, "loc:"+r)
+		}
+	}
+	return out
+}
+
+// cellsResFor picks the resolution of the cells for an area this far across (corner to corner):
+// the finest, up to cellsRes, whose hexagons are at least 1/50 of it across, so that a
+// screen holds a few hundred at most (all of India: resolution 2; a city: 6 or 7).
+func cellsResFor(diagM float64) int {
+	res := cellsRes
+	for res > 0 && h3.HexagonEdgeLengthAvgM(res)*50 < diagM {
+		res--
+	}
+	return res
 }
 
 // drivers takes a region's batch of positions; only those inside the area are kept.
 func (v *viewer) drivers(region string, batch []dispatch.DriverView) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if v.area == nil || !v.regions[region] {
+	if v.area == nil || !v.one || !v.regions[region] {
 		return
 	}
 	for _, d := range batch {
@@ -291,6 +417,9 @@ func (v *viewer) drivers(region string, batch []dispatch.DriverView) {
 			continue
 		}
 		v.known[d.ID] = d
+		if _, held := v.pendD[d.ID]; held {
+			v.h.m.viewCoalesced.Inc()
+		}
 		v.pendD[d.ID] = d
 	}
 }
@@ -310,9 +439,25 @@ func (v *viewer) bookingUpdate(b dispatch.Booking) {
 	}
 }
 
-// pull is called by the writer every tick: the coalesced deltas due now. Each driver leaves at
-// most once per ViewFlush (a newer position replaces a held one); booking changes leave at once;
-// the supply and demand cells every 2 s.
+// due reports whether a driver's pending update may leave now. The limit is one point a second
+// of the driver's own clock (its points' times), not of this socket's: a driver reporting once
+// a second is sent each point at the next tick, whatever the phase between its clock and the
+// socket's, and one reporting five times a second is sent every fifth point, also at once. A
+// tenth of the gap is forgiven for a phone's jitter, and at least half of it must have passed
+// here too (a burst of points with times far apart still leaves at most twice a second). A
+// change of state always leaves at once.
+func (v *viewer) due(id string, d dispatch.DriverView, now time.Time) bool {
+	m, ok := v.sentD[id]
+	if !ok || m.state != d.State {
+		return true
+	}
+	gap := v.h.opts.ViewFlush
+	return d.UpdatedAt.Sub(m.ts) >= gap-gap/10 && now.Sub(m.at) >= gap/2
+}
+
+// pull is called by the writer every tick (ViewTick): the coalesced deltas due now. A newer
+// position replaces a held one; booking changes leave at once; the cells every 2 s (every
+// second for an area counted per cell, where they are all that moves).
 func (v *viewer) pull() [][]byte {
 	now := time.Now()
 	v.mu.Lock()
@@ -324,22 +469,26 @@ func (v *viewer) pull() [][]byte {
 	if len(v.pendD) > 0 {
 		var ups []dispatch.DriverView
 		for id, d := range v.pendD {
-			if now.Sub(v.sentD[id]) < v.h.opts.ViewFlush {
+			if !v.due(id, d, now) {
 				continue
 			}
 			if !v.area.contains(d.Lat, d.Lng) {
 				v.h.m.outside.Inc()
 			}
 			ups = append(ups, d)
-			v.sentD[id] = now
+			v.sentD[id] = sentMark{ts: d.UpdatedAt, state: d.State, at: now}
 			delete(v.pendD, id)
 		}
 		if len(ups) > 0 {
-			out = append(out, frame("drivers", map[string]any{"updates": ups}))
+			v.h.m.viewUpdates.Add(float64(len(ups)))
+			b := make([]byte, 0, 64+110*len(ups))
+			b = append(b, `{"type":"drivers","data":{"updates":`...)
+			b = appendViews(b, ups)
+			out = append(out, append(b, "}}"...))
 		}
 		if len(v.sentD) > 2*len(v.known)+1024 {
-			for id, at := range v.sentD {
-				if now.Sub(at) >= v.h.opts.ViewFlush {
+			for id, m := range v.sentD {
+				if now.Sub(m.at) >= v.h.opts.ViewFlush {
 					delete(v.sentD, id)
 				}
 			}
@@ -353,7 +502,15 @@ func (v *viewer) pull() [][]byte {
 		v.pendB = map[string]dispatch.Booking{}
 		out = append(out, frame("bookings", map[string]any{"updates": ups}))
 	}
-	sendCells := now.Sub(v.cellsAt) >= 2*time.Second
+	every := 2 * time.Second
+	if !v.one {
+		every = time.Second
+		if now.Sub(v.refreshAt) >= 10*time.Second {
+			v.refreshAt = now
+			go v.refreshCounted()
+		}
+	}
+	sendCells := now.Sub(v.cellsAt) >= every
 	if sendCells {
 		v.cellsAt = now
 	}
@@ -364,51 +521,94 @@ func (v *viewer) pull() [][]byte {
 	return out
 }
 
+// cellView is one cell of a `cells` frame. supply: available drivers seen within the last
+// minute; available and busy (offered, assigned, on a trip): every driver counted, by state;
+// demand: searching bookings with their pickup in the cell.
 type cellView struct {
-	H3       string       `json:"h3"`
-	Supply   int          `json:"supply"`
-	Demand   int          `json:"demand"`
-	Boundary [][2]float64 `json:"boundary"`
+	H3        string       `json:"h3"`
+	Supply    int          `json:"supply"`
+	Demand    int          `json:"demand"`
+	Available int          `json:"available"`
+	Busy      int          `json:"busy"`
+	Boundary  [][2]float64 `json:"boundary"`
 	// Surge is the multiplier quotes in the cell's market are priced with (absent: none).
 	Surge float64 `json:"surge,omitempty"`
 }
 
-// cells counts available drivers (supply) and searching bookings (demand) per hexagon.
-func (v *viewer) cells() map[string]any {
-	v.mu.Lock()
-	counts := map[h3.Cell]*cellView{}
-	get := func(lat, lng float64) *cellView {
-		c := h3.LatLngToCell(h3.LatLng{Lat: lat, Lng: lng}, cellsRes)
-		cv := counts[c]
-		if cv == nil {
-			cv = &cellView{H3: c.String()}
-			counts[c] = cv
-		}
-		return cv
+// cellCounts gathers the counts of one `cells` frame.
+type cellCounts struct {
+	now time.Time
+	m   map[uint64]*cellView
+}
+
+func (cc *cellCounts) get(c uint64) *cellView {
+	cv := cc.m[c]
+	if cv == nil {
+		cv = &cellView{}
+		cc.m[c] = cv
 	}
-	for _, d := range v.known {
-		if d.State == dispatch.DriverAvailable && time.Since(d.UpdatedAt) < time.Minute {
-			get(d.Lat, d.Lng).Supply++
+	return cv
+}
+
+func (cc *cellCounts) driver(c uint64, st dispatch.DriverState, at time.Time) {
+	switch st {
+	case dispatch.DriverOffline, "":
+		return
+	case dispatch.DriverAvailable:
+		cv := cc.get(c)
+		cv.Available++
+		if cc.now.Sub(at) < time.Minute {
+			cv.Supply++
+		}
+	default:
+		cc.get(c).Busy++
+	}
+}
+
+// cells counts the area's drivers by state and its searching bookings per hexagon: from the
+// drivers it was sent one by one, or from the hub's fleet for an area counted per cell.
+func (v *viewer) cells() map[string]any {
+	cc := &cellCounts{now: time.Now(), m: map[uint64]*cellView{}}
+	v.mu.Lock()
+	res, one := v.res, v.one
+	var a area
+	watching := v.area != nil
+	if watching {
+		a = *v.area
+	}
+	if one {
+		for _, d := range v.known {
+			cc.driver(cellOf(d.Lat, d.Lng, res), d.State, d.UpdatedAt)
 		}
 	}
 	for _, b := range v.bks {
 		if b.Status == dispatch.StatusSearching {
-			get(b.Pickup.Lat, b.Pickup.Lng).Demand++
+			cc.get(cellOf(b.Pickup.Lat, b.Pickup.Lng, res)).Demand++
 		}
 	}
 	v.mu.Unlock()
-	v.addSurges(counts)
-	out := make([]cellView, 0, len(counts))
-	for _, cv := range counts {
+	if !one && watching {
+		v.h.fleet.count(a, res, cc)
+	}
+	cvs := make([]*cellView, 0, len(cc.m))
+	for c, cv := range cc.m {
+		cv.H3 = h3.Cell(c).String()
+		cvs = append(cvs, cv)
+	}
+	if res == geo.MarketRes {
+		v.addSurges(cvs)
+	}
+	out := make([]cellView, 0, len(cvs))
+	for _, cv := range cvs {
 		cv.Boundary = geo.Boundary(cv.H3)
 		out = append(out, *cv)
 	}
-	return map[string]any{"res": cellsRes, "cells": out}
+	return map[string]any{"res": res, "cells": out}
 }
 
 // addSurges sets the surge of the cells counted. It asks Redis, so it is bounded: a slow
 // answer leaves the map uncoloured for one round rather than holding the socket's writer.
-func (v *viewer) addSurges(counts map[h3.Cell]*cellView) {
+func (v *viewer) addSurges(counts []*cellView) {
 	if v.h.opts.Surges == nil || len(counts) == 0 {
 		return
 	}

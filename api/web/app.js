@@ -5,8 +5,9 @@
 // Leaflet (vendor/leaflet/leaflet.js, a deferred classic script) provides window.L.
 //
 // Data flow: one WebSocket (/v1/ws, subprotocols dispatch.v1 + bearer.<jwt>) feeds three maps
-// (drivers, bookings, cells) keyed by id; every frame touches only the DOM of the entries it
-// names, so DOM work follows the number of changes, not the number of things on the map.
+// (drivers, bookings, cells) keyed by id; every frame touches only the entries it names. Drivers
+// are dots on one canvas redrawn at most once an animation frame (DriverDots); bookings keep
+// their DOM markers (a few hundred at most); a zoomed-out area comes as counts per cell only.
 
 const L = window.L;
 
@@ -172,7 +173,12 @@ let driverLayer = null;
 let bookingLayer = null;
 let cellLayer = null;
 let cellRenderer = null;
+let heatLayer = null;
+let heatRenderer = null;
 let hexColors = null;
+const heatColors = {};
+// What the server sends for the watched area: 'drivers' one by one, or 'cells' only (zoomed out).
+let viewMode = 'drivers';
 
 /** id -> { d: DriverView, marker, rot } */
 const drivers = new Map();
@@ -281,11 +287,27 @@ function createMap(cfg) {
     hexColors[k] = css.getPropertyValue(`--hex-${k}`).trim() || '#888';
   }
 
+  for (const k of DRIVER_STATES) {
+    DRIVER_COLORS[k] = css.getPropertyValue(`--driver-${k}`).trim() || '#888';
+    PACKED_COLORS[k] = packColor(DRIVER_COLORS[k]);
+  }
+  for (const k of HEAT_STEPS) {
+    heatColors[k] = css.getPropertyValue(`--heat-${k}`).trim() || '#888';
+  }
+
   map.createPane('cells').style.zIndex = '350';
-  cellRenderer = L.svg({ pane: 'cells', padding: 0.2 });
+  map.createPane('heat').style.zIndex = '360';
+  map.createPane('drivers').style.zIndex = '450';
+  cellRenderer = L.canvas({ pane: 'cells', padding: 0.2 });
+  heatRenderer = L.canvas({ pane: 'heat', padding: 0.2 });
   cellLayer = L.layerGroup();
-  driverLayer = L.layerGroup().addTo(map);
+  heatLayer = L.layerGroup().addTo(map);
+  driverLayer = new DriverDots({ pane: 'drivers' }).addTo(map);
   bookingLayer = L.layerGroup().addTo(map);
+  map.on('click', (ev) => {
+    const e = driverLayer.nearest(ev.containerPoint, DOT_R + 4);
+    if (e) openDriverPopup(e);
+  });
 
   const showCells = localStorage.getItem(CELLS_KEY) !== 'off';
   ui.toggleCells.checked = showCells;
@@ -295,15 +317,22 @@ function createMap(cfg) {
     localStorage.setItem(CELLS_KEY, ui.toggleCells.checked ? 'on' : 'off');
   });
 
-  // Markers glide between positions with a CSS transition; not while zooming or jumping.
-  map.on('zoomstart viewreset', () => ui.map.classList.add('no-anim'));
-  map.on('zoomend moveend', () => requestAnimationFrame(() => requestAnimationFrame(() => ui.map.classList.remove('no-anim'))));
   map.on('moveend', () => sendWatchArea(false));
 }
 
 function setCellsVisible(on) {
   if (on) cellLayer.addTo(map); else cellLayer.remove();
   ui.legend.classList.toggle('cells-off', !on);
+}
+
+/** Switches between drivers one by one and the heat of counts per cell (a zoomed-out area). */
+function setViewMode(mode) {
+  const m = mode === 'cells' ? 'cells' : 'drivers';
+  if (m === viewMode) return;
+  viewMode = m;
+  clearCells();
+  ui.map.dataset.mode = m;
+  ui.legend.classList.toggle('heat-on', m === 'cells');
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -453,15 +482,18 @@ function handleFrame(payload) {
   switch (f.type) {
     case 'snapshot':
       applySnapshot(d);
+      mapStats.snapshots++;
       break;
     case 'drivers':
       if (Array.isArray(d.updates)) for (const v of d.updates) upsertDriver(v);
+      mapStats.driverFrames++;
       break;
     case 'bookings':
       if (Array.isArray(d.updates)) for (const b of d.updates) upsertBooking(b);
       break;
     case 'cells':
       applyCells(d);
+      mapStats.cellFrames++;
       break;
     case 'ack':
       conn.watchSeqs.delete(d.ref);
@@ -472,10 +504,12 @@ function handleFrame(payload) {
     default:
       return; // a type this page does not know: ignored (API.md)
   }
+  mapStats.frames++;
   scheduleCounts();
 }
 
 function applySnapshot(d) {
+  setViewMode(d.mode);
   const seenDrivers = new Set();
   for (const v of Array.isArray(d.drivers) ? d.drivers : []) {
     if (upsertDriver(v)) seenDrivers.add(v.id);
@@ -509,14 +543,179 @@ function onServerError(d) {
 
 // ---------------------------------------------------------------------------------------------
 // Drivers
+//
+// Thousands of drivers move at once: one DOM element each cannot keep up (a city's 3,000 drew
+// under one frame a second). They are drawn on one <canvas> instead, by the small Leaflet layer
+// below: each driver's position is projected once per update (to world pixels at the current
+// zoom, again for all at a zoom's end), and a frame with changes redraws every dot in one path
+// per state, so the cost per frame is a few fills, not one per driver. Leaflet's own canvas
+// renderer draws and hit-tests each circle as a separate path, which is what does not scale.
 
-const DRIVER_ICON = L && L.divIcon({
-  className: 'driver-marker',
-  html: '<div class="driver-arrow"><svg viewBox="0 0 24 24" aria-hidden="true">' +
-    '<path d="M12 2 L20 21 L12 16.5 L4 21 Z" fill="currentColor" stroke="#fff" stroke-width="1.6" stroke-linejoin="round"/></svg></div>',
-  iconSize: [22, 22],
-  iconAnchor: [11, 11],
+const DRIVER_COLORS = {};
+// The same colours as 32-bit pixels (ImageData's byte order, read as a little-endian word).
+const PACKED_COLORS = {};
+const DOT_R = 4;
+// Past this many drivers they are drawn as a crowd of small squares (DriverDots._drawCrowd).
+const CROWD = 2000;
+
+function packColor(css) {
+  const m = /^#([0-9a-f]{2})([0-9a-f]{2})([0-9a-f]{2})$/i.exec(css.trim());
+  const [r, g, b] = m ? [1, 2, 3].map((i) => parseInt(m[i], 16)) : [136, 136, 136];
+  return ((255 << 24) | (b << 16) | (g << 8) | r) >>> 0;
+}
+
+const DriverDots = L && L.Layer.extend({
+  onAdd(m) {
+    this._canvas = L.DomUtil.create('canvas', 'driver-dots leaflet-zoom-hide');
+    this._ctx = this._canvas.getContext('2d');
+    m.getPane(this.options.pane || 'overlayPane').appendChild(this._canvas);
+    this._dirty = true;
+    this._frame = 0;
+    this._reset();
+    this._loop = () => {
+      this._frame = requestAnimationFrame(this._loop);
+      if (this._dirty) this._draw();
+    };
+    this._frame = requestAnimationFrame(this._loop);
+  },
+  onRemove() {
+    cancelAnimationFrame(this._frame);
+    L.DomUtil.remove(this._canvas);
+  },
+  getEvents() {
+    return { moveend: this._reset, zoomend: this._reproject, resize: this._reset, viewreset: this._reproject, move: this._reset };
+  },
+  /** The canvas covers the map's container; positions are kept in world pixels. */
+  _reset() {
+    const m = this._map;
+    const size = m.getSize();
+    const ratio = window.devicePixelRatio || 1;
+    const c = this._canvas;
+    if (c.width !== Math.round(size.x * ratio) || c.height !== Math.round(size.y * ratio)) {
+      c.width = Math.round(size.x * ratio);
+      c.height = Math.round(size.y * ratio);
+      c.style.width = `${size.x}px`;
+      c.style.height = `${size.y}px`;
+    }
+    L.DomUtil.setPosition(c, m.containerPointToLayerPoint([0, 0]));
+    this._dirty = true;
+  },
+  _reproject() {
+    for (const e of drivers.values()) project(e);
+    this._reset();
+  },
+  redraw() { this._dirty = true; },
+  /** Container point of an entry (world pixels minus the view's top-left). */
+  _offset() {
+    const m = this._map;
+    const o = m.getPixelOrigin();
+    const tl = m.containerPointToLayerPoint([0, 0]);
+    return { x: -o.x - tl.x, y: -o.y - tl.y };
+  },
+  _draw() {
+    this._dirty = false;
+    const ctx = this._ctx;
+    const c = this._canvas;
+    const ratio = c.width / Math.max(1, parseFloat(c.style.width) || c.width);
+    const { x: ox, y: oy } = this._offset();
+    if (drivers.size > CROWD) {
+      this._drawCrowd(ox, oy, ratio);
+    } else {
+      ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+      ctx.clearRect(0, 0, c.width, c.height);
+      const w = c.width / ratio + DOT_R;
+      const h = c.height / ratio + DOT_R;
+      const paths = {};
+      for (const e of drivers.values()) {
+        const x = e.px + ox;
+        const y = e.py + oy;
+        if (x < -DOT_R || y < -DOT_R || x > w || y > h) continue;
+        let p = paths[e.d.state];
+        if (!p) { p = new Path2D(); paths[e.d.state] = p; }
+        p.moveTo(x + DOT_R, y);
+        p.arc(x, y, DOT_R, 0, 2 * Math.PI);
+      }
+      ctx.lineWidth = 1;
+      ctx.strokeStyle = 'rgba(255,255,255,.9)';
+      for (const [state, p] of Object.entries(paths)) {
+        ctx.fillStyle = DRIVER_COLORS[state] || DRIVER_COLORS.offline || '#888';
+        ctx.fill(p);
+        ctx.stroke(p);
+      }
+    }
+    if (highlighted && drivers.has(highlighted.d.id)) {
+      ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+      ctx.beginPath();
+      ctx.arc(highlighted.px + ox, highlighted.py + oy, DOT_R + 5, 0, 2 * Math.PI);
+      ctx.lineWidth = 3;
+      ctx.strokeStyle = DRIVER_COLORS.assigned || '#1f6feb';
+      ctx.stroke();
+    }
+    mapStats.draws++;
+  },
+  /**
+   * A crowd: every driver a 3x3 square written straight into the canvas's pixels, then put
+   * back at once. Rasterising thousands of paths, even rectangles, costs most of a frame
+   * without a GPU; this costs about the same at 20,000 drivers as at 2,000.
+   */
+  _drawCrowd(ox, oy, ratio) {
+    const c = this._canvas;
+    const cw = c.width;
+    const ch = c.height;
+    if (!this._img || this._img.width !== cw || this._img.height !== ch) {
+      this._img = this._ctx.createImageData(cw, ch);
+      this._px = new Uint32Array(this._img.data.buffer);
+    }
+    const px = this._px;
+    px.fill(0);
+    const s = Math.max(1, Math.round(ratio));
+    for (const e of drivers.values()) {
+      const x = Math.round((e.px + ox) * ratio);
+      const y = Math.round((e.py + oy) * ratio);
+      if (x < s || y < s || x >= cw - s || y >= ch - s) continue;
+      const col = PACKED_COLORS[e.d.state] || PACKED_COLORS.offline;
+      for (let dy = -s; dy <= s; dy++) {
+        const row = (y + dy) * cw;
+        for (let dx = -s; dx <= s; dx++) px[row + x + dx] = col;
+      }
+    }
+    this._ctx.putImageData(this._img, 0, 0);
+  },
+  /** The driver drawn nearest a container point, within px; null if none. */
+  nearest(pt, px) {
+    const { x: ox, y: oy } = this._offset();
+    let best = null;
+    let bestD = px * px;
+    for (const e of drivers.values()) {
+      const dx = e.px + ox - pt.x;
+      const dy = e.py + oy - pt.y;
+      const d = dx * dx + dy * dy;
+      if (d <= bestD) { best = e; bestD = d; }
+    }
+    return best;
+  },
+  /** Every driver inside the view, as drawn: {id, state, x, y} in container pixels. */
+  drawn() {
+    const { x: ox, y: oy } = this._offset();
+    const size = this._map.getSize();
+    const out = [];
+    for (const e of drivers.values()) {
+      const x = e.px + ox;
+      const y = e.py + oy;
+      if (x >= 0 && y >= 0 && x <= size.x && y <= size.y) out.push({ id: e.d.id, state: e.d.state, x, y });
+    }
+    return out;
+  },
 });
+
+/** Counters the browser test reads (window.dispatchMap): frames applied, canvas draws. */
+const mapStats = { frames: 0, snapshots: 0, driverFrames: 0, cellFrames: 0, draws: 0 };
+
+function project(e) {
+  const p = map.project([e.d.lat, e.d.lng], map.getZoom());
+  e.px = p.x;
+  e.py = p.y;
+}
 
 /** Applies one DriverView; returns whether the driver is (still) on the map. */
 function upsertDriver(v) {
@@ -528,41 +727,26 @@ function upsertDriver(v) {
   if (!isNum(v.lat) || !isNum(v.lng)) return drivers.has(v.id);
   if (outsideArea(v.lat, v.lng)) {
     // The server may send a last update as a driver leaves the watched area and then no more:
-    // without this the marker would freeze at the edge until the next snapshot.
+    // without this the dot would freeze at the edge until the next snapshot.
     removeDriver(v.id);
     return false;
   }
   const e = drivers.get(v.id);
+  const tNew = timeOf(v.updated_at);
   if (!e) {
-    const entry = { d: v, marker: null, rot: 0 };
-    entry.rot = isNum(v.heading) ? v.heading : 0;
-    const marker = L.marker([v.lat, v.lng], { icon: DRIVER_ICON, keyboard: false, riseOnHover: true });
-    entry.marker = marker;
-    // 'add' fires each time Leaflet (re)creates the element: the attributes go on every time.
-    marker.on('add', () => decorateDriver(entry));
-    marker.on('click', () => openDriverPopup(entry));
+    const entry = { d: v, t: tNew, px: 0, py: 0 };
+    project(entry);
     drivers.set(v.id, entry);
-    marker.addTo(driverLayer);
+    driverLayer.redraw();
     return true;
   }
   // Frames on one socket arrive in order, but a snapshot may race an update: newest wins.
-  const tNew = timeOf(v.updated_at);
-  const tOld = timeOf(e.d.updated_at);
-  if (tNew < tOld) return true;
-
+  if (tNew < e.t) return true;
   const old = e.d;
   e.d = v;
-  if (old.lat !== v.lat || old.lng !== v.lng) e.marker.setLatLng([v.lat, v.lng]);
-  const root = e.marker.getElement();
-  if (!root) return true;
-  if (isNum(v.heading) && v.heading !== old.heading) {
-    // Turn the short way round: keep an unwrapped angle.
-    const delta = ((((v.heading - e.rot) % 360) + 540) % 360) - 180;
-    e.rot += delta;
-    root.firstElementChild.style.transform = `rotate(${e.rot}deg)`;
-  }
-  if (v.state !== old.state) root.dataset.state = DRIVER_STATES.has(v.state) ? v.state : 'unknown';
-  if (v.name !== old.name || v.state !== old.state) root.title = driverTitle(v);
+  e.t = tNew;
+  if (old.lat !== v.lat || old.lng !== v.lng) project(e);
+  driverLayer.redraw();
   return true;
 }
 
@@ -575,25 +759,10 @@ function outsideArea(lat, lng) {
   return lat < a.min_lat - mLat || lat > a.max_lat + mLat || lng < a.min_lng - mLng || lng > a.max_lng + mLng;
 }
 
-function decorateDriver(entry) {
-  const root = entry.marker.getElement();
-  if (!root) return;
-  const v = entry.d;
-  root.dataset.driverId = v.id;
-  root.dataset.state = DRIVER_STATES.has(v.state) ? v.state : 'unknown';
-  root.title = driverTitle(v);
-  root.firstElementChild.style.transform = `rotate(${entry.rot}deg)`;
-}
-
-function driverTitle(v) {
-  return `${v.name || v.id} · ${String(v.state || '').replace('_', ' ')}`;
-}
-
 function removeDriver(id) {
-  const e = drivers.get(id);
-  if (!e) return;
-  driverLayer.removeLayer(e.marker);
-  drivers.delete(id);
+  if (!drivers.delete(id)) return;
+  if (highlighted && highlighted.d.id === id) highlighted = null;
+  if (driverLayer) driverLayer.redraw();
 }
 
 function openDriverPopup(entry) {
@@ -607,7 +776,7 @@ function openDriverPopup(entry) {
   const t = timeOf(v.updated_at);
   add('Seen', Number.isFinite(t) ? `${fmtDuration(Date.now() - t)} ago` : '—');
   box.append(dl);
-  L.popup({ offset: [0, -6] }).setLatLng(entry.marker.getLatLng()).setContent(box).openOn(map);
+  L.popup({ offset: [0, -4] }).setLatLng([v.lat, v.lng]).setContent(box).openOn(map);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -832,15 +1001,8 @@ function renderDetail() {
 
 let highlighted = null;
 function highlightDriver(id) {
-  if (highlighted) {
-    const root = highlighted.marker.getElement();
-    if (root) root.classList.remove('highlight');
-  }
   highlighted = id ? drivers.get(id) || null : null;
-  if (highlighted) {
-    const root = highlighted.marker.getElement();
-    if (root) root.classList.add('highlight');
-  }
+  if (driverLayer) driverLayer.redraw();
 }
 
 async function loadCandidates(b) {
@@ -955,25 +1117,62 @@ function cellStyle(balance, c) {
   };
 }
 
-function cellText(c) {
-  if (!c) return '';
-  const surge = isNum(c.surge) && c.surge > 1 ? ` · surge ×${c.surge}` : '';
-  return `supply ${isNum(c.supply) ? c.supply : 0} · demand ${isNum(c.demand) ? c.demand : 0}${surge}`;
+// Zoomed out, the server counts drivers per cell instead of sending them: the heat of those
+// counts, one step per power of ten of drivers in the cell.
+const HEAT_STEPS = ['1', '2', '3', '4', '5'];
+
+function cellDrivers(c) {
+  return (isNum(c.available) ? c.available : 0) + (isNum(c.busy) ? c.busy : 0);
 }
 
-/** A cells frame is the whole picture for the watched area: cells it omits are dropped. */
+function heatStyle(c) {
+  const n = cellDrivers(c);
+  const step = n <= 0 ? 0 : Math.min(HEAT_STEPS.length, 1 + Math.floor(Math.log10(n)));
+  const color = step ? heatColors[HEAT_STEPS[step - 1]] : hexColors.empty;
+  return {
+    key: `heat/${step}`,
+    style: {
+      pane: 'heat',
+      renderer: heatRenderer,
+      color,
+      weight: 1,
+      opacity: step ? 0.7 : 0.25,
+      fillColor: color,
+      fillOpacity: step ? 0.25 + 0.1 * step : 0.04,
+    },
+  };
+}
+
+function cellText(c) {
+  if (!c) return '';
+  const num = (v) => (isNum(v) ? v : 0);
+  if (viewMode === 'cells') {
+    return `${cellDrivers(c)} drivers (${num(c.available)} available, ${num(c.busy)} busy) · demand ${num(c.demand)}`;
+  }
+  const surge = isNum(c.surge) && c.surge > 1 ? ` · surge ×${c.surge}` : '';
+  return `supply ${num(c.supply)} · demand ${num(c.demand)}${surge}`;
+}
+
+function clearCells() {
+  for (const e of cells.values()) e.layer.removeLayer(e.poly);
+  cells.clear();
+  cellRes = null;
+}
+
+/** A cells frame is the whole picture for the watched area: cells it omits are dropped. Drivers
+ * one by one: the supply and demand hexagons (toggled); zoomed out: the heat of the counts. */
 function applyCells(d) {
   const list = Array.isArray(d.cells) ? d.cells : [];
   if (d.res !== cellRes) {
-    for (const e of cells.values()) cellLayer.removeLayer(e.poly);
-    cells.clear();
+    clearCells();
     cellRes = d.res;
   }
+  const heat = viewMode === 'cells';
+  const layer = heat ? heatLayer : cellLayer;
   const seen = new Set();
   for (const c of list) {
     if (!c || typeof c.h3 !== 'string') continue;
-    const balance = cellBalance(c.supply, c.demand);
-    const { key, style } = cellStyle(balance, c);
+    const { key, style } = heat ? heatStyle(c) : cellStyle(cellBalance(c.supply, c.demand), c);
     const e = cells.get(c.h3);
     if (e) {
       seen.add(c.h3);
@@ -988,11 +1187,11 @@ function applyCells(d) {
     const poly = L.polygon(ring, style);
     const h3 = c.h3;
     poly.bindTooltip(() => cellText(cells.get(h3) && cells.get(h3).c), { sticky: true, direction: 'top' });
-    cells.set(h3, { c, poly, key });
-    cellLayer.addLayer(poly);
+    cells.set(h3, { c, poly, key, layer });
+    layer.addLayer(poly);
   }
   for (const [h3, e] of cells) {
-    if (!seen.has(h3)) { cellLayer.removeLayer(e.poly); cells.delete(h3); }
+    if (!seen.has(h3)) { e.layer.removeLayer(e.poly); cells.delete(h3); }
   }
 }
 
@@ -1011,9 +1210,15 @@ function scheduleCounts() {
 
 function renderCounts() {
   let available = 0;
-  for (const e of drivers.values()) if (e.d.state === 'available') available++;
+  let total = drivers.size;
+  if (viewMode === 'cells') {
+    total = 0;
+    for (const e of cells.values()) { total += cellDrivers(e.c); available += isNum(e.c.available) ? e.c.available : 0; }
+  } else {
+    for (const e of drivers.values()) if (e.d.state === 'available') available++;
+  }
   const open = ui.bookingList.children.length;
-  const text = `${drivers.size} drivers (${available} available) · ${bookings.size} bookings (${open} open)`;
+  const text = `${total} drivers (${available} available)${viewMode === 'cells' ? ' counted per cell' : ''} · ${bookings.size} bookings (${open} open)`;
   if (ui.counts.textContent !== text) ui.counts.textContent = text;
 }
 
@@ -1081,9 +1286,7 @@ function clearAll() {
   closeDetail();
   for (const id of [...drivers.keys()]) removeDriver(id);
   for (const id of [...bookings.keys()]) removeBooking(id);
-  if (cellLayer) for (const e of cells.values()) cellLayer.removeLayer(e.poly);
-  cells.clear();
-  cellRes = null;
+  clearCells();
   if (map) map.closePopup();
   ui.bookingList.replaceChildren();
   updateQueueCount();
@@ -1100,5 +1303,12 @@ function boot() {
   if (stored) signIn(stored);
   else showSignin('');
 }
+
+// A read-only look at what the page shows, for the browser test (api/web/e2e): counters of
+// frames applied and canvas draws, the view mode, and the drivers as drawn on the canvas.
+window.dispatchMap = Object.freeze({
+  stats: () => ({ ...mapStats, mode: viewMode, drivers: drivers.size, cells: cells.size, zoom: map ? map.getZoom() : null }),
+  drawn: () => (driverLayer && map ? driverLayer.drawn() : []),
+});
 
 boot();

@@ -1,6 +1,7 @@
 // Command loadtest is the load generator: `peak` runs the peak-hour scenario against a server
 // on this machine's loopback and writes its report (`peak -child` is the same binary holding a
 // slice of the drivers for a parent run); `ingest` loads a gateway with location points;
+// `fanout` measures live views (dispatchers' maps, customers' tracking) under moving drivers;
 // `matchsim` prints the matching simulation's table.
 //
 // This package only wires flags to the loadtest package; the simulation lives there.
@@ -44,6 +45,8 @@ commands:
   ingest    location ingestion at a steady rate against a gateway on loopback (loadtest ingest -h)
   compare   LABEL=DIR LABEL=DIR...: peak reports side by side (pickup distance, booking-to-offer),
             as loadtest/compare.sh writes for batch against greedy matching
+  fanout    drivers at a point a second, dispatchers on a tenth of the city each, customers
+            tracking: send-to-receive per viewer, deliveries/s, CPU per delivery (loadtest fanout -h)
   matchsim  the seeded matching simulation: greedy-nearest against batch-optimal pickup
             distances, a Markdown table by drivers per booking (loadtest matchsim -h)
 `
@@ -60,6 +63,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 		defer stop()
 		return loadtest.IngestMain(ctx, args[1:], getenv, stdout)
+	case "fanout":
+		ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		return loadtest.FanoutMain(ctx, args[1:], getenv, stdout)
 	case "matchsim":
 		return matchTable(args[1:], stdout)
 	case "compare":

@@ -9,6 +9,11 @@
 // Optional: CHROMIUM (default /usr/bin/chromium), REAL_TILES=1 to let tile requests reach the
 // network (by default off-origin images are answered with a blank PNG here, so the test needs
 // no network and a tile server's hiccup cannot fail it).
+//
+// Frame rate: rAF callbacks counted over FPS_SECONDS (default 10) with the server's drivers in
+// view, at least MIN_FPS (default 30). SYNTHETIC_DRIVERS=N then measures the same with N drivers
+// from a socket served inside the browser (page.routeWebSocket): a snapshot of N drivers in the
+// view, then each of them moved once a second in 20 frames a second, the way the server sends.
 
 import { chromium } from 'playwright-core';
 import { randomUUID } from 'node:crypto';
@@ -26,7 +31,10 @@ const ORIGIN = new URL(BASE_URL).origin;
 const SCREENSHOT = resolve(env.SCREENSHOT || 'map-e2e.png');
 const CHROMIUM = env.CHROMIUM || '/usr/bin/chromium';
 const REAL_TILES = env.REAL_TILES === '1';
-const OVERALL_MS = 120_000;
+const OVERALL_MS = 240_000;
+const FPS_SECONDS = Number(env.FPS_SECONDS || 10);
+const MIN_FPS = Number(env.MIN_FPS || 30);
+const SYNTHETIC_DRIVERS = Number(env.SYNTHETIC_DRIVERS || 0);
 
 // 1x1 transparent PNG, the answer to off-origin image requests (map tiles).
 const BLANK_PNG = Buffer.from(
@@ -60,13 +68,131 @@ class Stop extends Error {}
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+// Drivers are drawn on a canvas: the page tells where (window.dispatchMap, read-only).
 async function markerPositions(page) {
-  return page.evaluate(() =>
-    [...document.querySelectorAll('.driver-marker')].map((e) => {
-      const r = e.getBoundingClientRect();
-      return { id: e.dataset.driverId || '', state: e.dataset.state || '', x: r.left + r.width / 2, y: r.top + r.height / 2 };
-    }),
-  );
+  return page.evaluate(() => window.dispatchMap.drawn());
+}
+
+async function stats(page) {
+  return page.evaluate(() => window.dispatchMap.stats());
+}
+
+/** rAF callbacks over ms, with the canvas draws and driver frames applied meanwhile. */
+async function measureFps(page, ms) {
+  return page.evaluate((ms) => new Promise((resolve) => {
+    const s0 = window.dispatchMap.stats();
+    let n = 0;
+    let worst = 0;
+    const t0 = performance.now();
+    let last = t0;
+    function tick(t) {
+      n++;
+      worst = Math.max(worst, t - last);
+      last = t;
+      if (t - t0 < ms) { requestAnimationFrame(tick); return; }
+      const s1 = window.dispatchMap.stats();
+      const secs = (t - t0) / 1000;
+      resolve({ fps: n / secs, worst, draws: (s1.draws - s0.draws) / secs, driverFrames: s1.driverFrames - s0.driverFrames, drivers: s1.drivers });
+    }
+    requestAnimationFrame(tick);
+  }), ms);
+}
+
+function fpsLine(r) {
+  return `${r.fps.toFixed(1)} fps, worst frame ${r.worst.toFixed(0)} ms, ${r.draws.toFixed(1)} canvas draws/s, ${r.driverFrames} driver frames, ${r.drivers} drivers`;
+}
+
+async function noErrorBanner(page) {
+  const text = await page.evaluate(() => {
+    const n = document.getElementById('notice');
+    return n && !n.hidden ? n.textContent : '';
+  });
+  if (text) throw new Error(`error banner: ${text}`);
+}
+
+/** Clicks a zoom button and waits for the new zoom's snapshot (the answer to its watch.area). */
+async function zoomStep(page, dir) {
+  const before = await stats(page);
+  await page.click(dir > 0 ? '.leaflet-control-zoom-in' : '.leaflet-control-zoom-out');
+  await page.waitForFunction((z) => window.dispatchMap.stats().zoom === z, before.zoom + dir, { timeout: 5_000 })
+    .catch(() => { throw new Error(`zoom did not reach ${before.zoom + dir}`); });
+  await page.waitForFunction((n) => window.dispatchMap.stats().snapshots > n, before.snapshots, { timeout: 10_000 })
+    .catch(() => { throw new Error(`no snapshot for the area at zoom ${before.zoom + dir}`); });
+  await noErrorBanner(page);
+}
+
+/** After a zoom: more drivers or cells frames arrive (the page keeps moving). */
+async function keepsMoving(page, what) {
+  const s0 = await stats(page);
+  await page.waitForFunction((s0) => {
+    const s = window.dispatchMap.stats();
+    return s.driverFrames > s0.driverFrames || s.cellFrames > s0.cellFrames;
+  }, s0, { timeout: 10_000 }).catch(() => { throw new Error(`no drivers or cells frame within 10 s at ${what}`); });
+  await noErrorBanner(page);
+  return stats(page);
+}
+
+/**
+ * A second page of the same context whose socket is served here instead of by the server: a
+ * snapshot of n drivers spread over the watched area, then every 50 ms a `drivers` frame moving
+ * the next n/20 of them (each once a second), as the server would send them. It signs in like
+ * the first and measures the frame rate with every driver in view.
+ */
+async function syntheticFps(context, n) {
+  const page = await context.newPage();
+  page.on('pageerror', (err) => pageErrors.push(`synthetic: ${err.message}`));
+  let timer = null;
+  await page.routeWebSocket(/\/v1\/ws$/, (ws) => {
+    const fleet = [];
+    let next = 0;
+    ws.onMessage((msg) => {
+      let f;
+      try { f = JSON.parse(String(msg)); } catch { return; }
+      if (f.type !== 'watch.area') return;
+      const a = f.data;
+      const h = (a.max_lat - a.min_lat) * 0.9;
+      const w = (a.max_lng - a.min_lng) * 0.9;
+      if (!fleet.length) {
+        const states = ['available', 'available', 'available', 'offered', 'assigned', 'on_trip'];
+        for (let i = 0; i < n; i++) {
+          fleet.push({ id: `syn-${i}`, lat: a.min_lat + h * 0.05 / 0.9 + Math.random() * h, lng: a.min_lng + w * 0.05 / 0.9 + Math.random() * w,
+            heading: 0, state: states[i % states.length], updated_at: new Date().toISOString() });
+        }
+      }
+      ws.send(JSON.stringify({ type: 'snapshot', data: { drivers: fleet, bookings: [], mode: 'drivers', res: 7 } }));
+      ws.send(JSON.stringify({ type: 'ack', data: { ref: f.seq } }));
+      ws.send(JSON.stringify({ type: 'cells', data: { res: 7, cells: [] } }));
+      clearInterval(timer);
+      const per = Math.ceil(n / 20);
+      timer = setInterval(() => {
+        const now = new Date().toISOString();
+        const ups = [];
+        for (let k = 0; k < per; k++) {
+          const d = fleet[next];
+          next = (next + 1) % fleet.length;
+          d.lat += (Math.random() - 0.5) * 0.0004;
+          d.lng += (Math.random() - 0.5) * 0.0004;
+          d.updated_at = now;
+          ups.push(d);
+        }
+        ws.send(JSON.stringify({ type: 'drivers', data: { updates: ups } }));
+      }, 50);
+    });
+    ws.onClose(() => clearInterval(timer));
+  });
+  try {
+    await page.goto(`${BASE_URL}/`, { waitUntil: 'domcontentloaded', timeout: 15_000 });
+    await page.locator('#token-input').waitFor({ state: 'visible', timeout: 10_000 });
+    await page.fill('#token-input', env.DISPATCHER_TOKEN);
+    await page.click('#signin-submit');
+    await page.waitForFunction((n) => window.dispatchMap && window.dispatchMap.stats().drivers >= n * 0.9, n, { timeout: 30_000 })
+      .catch(() => { throw new Error(`the synthetic drivers did not reach the page in 30 s`); });
+    await sleep(1000);
+    return await measureFps(page, FPS_SECONDS * 1000);
+  } finally {
+    clearInterval(timer);
+    await page.close().catch(() => {});
+  }
 }
 
 async function main() {
@@ -147,12 +273,14 @@ async function main() {
     });
 
     let first;
-    await check('at least 5 .driver-marker elements appear', async () => {
-      await page.waitForFunction(() => document.querySelectorAll('.driver-marker').length >= 5, null, { timeout: 20_000 })
+    await check('at least 5 drivers are drawn on the canvas', async () => {
+      await page.waitForFunction(() => window.dispatchMap.drawn().length >= 5, null, { timeout: 20_000 })
         .catch(async () => {
-          const n = await page.evaluate(() => document.querySelectorAll('.driver-marker').length);
-          throw new Error(`only ${n} .driver-marker elements after 20 s`);
+          const n = await page.evaluate(() => window.dispatchMap.drawn().length);
+          throw new Error(`only ${n} drivers drawn after 20 s`);
         });
+      const dom = await page.evaluate(() => document.querySelectorAll('.driver-marker').length);
+      if (dom) throw new Error(`${dom} DOM markers for drivers: they belong on the canvas`);
       first = await markerPositions(page);
       const bad = first.filter((m) => !m.id || !m.state);
       if (bad.length) throw new Error(`${bad.length} markers lack data-driver-id or data-state`);
@@ -211,6 +339,54 @@ async function main() {
         return parts.join(' + ');
       }, bookingId);
     });
+
+    await check('zooms from a street to all of India and back, and the map keeps moving', async () => {
+      const start = (await stats(page)).zoom;
+      const seen = [];
+      for (let z = start; z < 16; z++) await zoomStep(page, +1);
+      let s = await keepsMoving(page, 'street level');
+      if (s.mode !== 'drivers') throw new Error(`at street level the mode is ${s.mode}, want drivers`);
+      seen.push(`z${s.zoom} ${s.drivers} drivers`);
+      for (let z = 16; z > 5; z--) {
+        await zoomStep(page, -1);
+        const now = await stats(page);
+        if (now.zoom === 9) seen.push(`z9 ${now.mode}`);
+      }
+      s = await keepsMoving(page, 'all of India');
+      await page.waitForFunction(() => window.dispatchMap.stats().cells > 0, null, { timeout: 10_000 })
+        .catch(() => { throw new Error('zoomed out to India: no cells drawn'); });
+      s = await stats(page);
+      if (s.mode !== 'cells' || s.drivers !== 0) throw new Error(`zoomed out to India: mode ${s.mode} with ${s.drivers} drivers, want cells and none`);
+      const heat = await page.evaluate(() => document.querySelectorAll('.leaflet-heat-pane canvas').length);
+      if (!heat) throw new Error('zoomed out to India: no heat layer drawn');
+      seen.push(`z${s.zoom} ${s.cells} heat cells`);
+      for (let z = 5; z < start; z++) await zoomStep(page, +1);
+      s = await keepsMoving(page, `zoom ${start} again`);
+      await page.waitForFunction(() => window.dispatchMap.drawn().length >= 5, null, { timeout: 15_000 })
+        .catch(() => { throw new Error('back at the first zoom: fewer than 5 drivers drawn after 15 s'); });
+      s = await stats(page);
+      if (s.mode !== 'drivers') throw new Error(`back at the first zoom: mode ${s.mode}, want drivers`);
+      seen.push(`z${s.zoom} ${s.drivers} drivers`);
+      return seen.join(' → ');
+    });
+
+    await check(`draws at least ${MIN_FPS} fps over ${FPS_SECONDS} s with the server's drivers moving`, async () => {
+      const r = await measureFps(page, FPS_SECONDS * 1000);
+      console.log(`FPS live: ${fpsLine(r)}`);
+      if (r.fps < MIN_FPS) throw new Error(fpsLine(r));
+      if (r.driverFrames === 0) throw new Error(`no driver frames while measuring: ${fpsLine(r)}`);
+      return fpsLine(r);
+    });
+
+    if (SYNTHETIC_DRIVERS > 0) {
+      await check(`draws at least ${MIN_FPS} fps with ${SYNTHETIC_DRIVERS} drivers in view, each moving once a second`, async () => {
+        const r = await syntheticFps(context, SYNTHETIC_DRIVERS);
+        console.log(`FPS synthetic ${SYNTHETIC_DRIVERS}: ${fpsLine(r)}`);
+        if (r.fps < MIN_FPS) throw new Error(fpsLine(r));
+        if (r.drivers < SYNTHETIC_DRIVERS * 0.9 || r.driverFrames === 0) throw new Error(`not all drivers moving: ${fpsLine(r)}`);
+        return fpsLine(r);
+      });
+    }
 
     await check('full-page screenshot', async () => {
       await page.mouse.move(0, 0); // no hover tooltip in the picture
