@@ -148,7 +148,7 @@ func FuzzBookingRequest(f *testing.F) {
 			t.Fatalf("created with transmission %q", nb.Car.Transmission)
 		case nb.StartAt.Before(fuzzNow.Add(-5*time.Minute)) || nb.StartAt.After(fuzzNow.Add(7*24*time.Hour)):
 			t.Fatalf("created starting at %s", nb.StartAt)
-		case len(nb.OTP) != 4:
+		case len(nb.OTP) != 6:
 			t.Fatalf("created with OTP %q", nb.OTP)
 		}
 		var sum int64

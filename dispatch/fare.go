@@ -95,6 +95,9 @@ type Tariff struct {
 	SurgeCap       float64 `json:"surge_cap"`
 	ConvenienceFee int64   `json:"convenience_fee_paise"`
 	GSTBasisPoints int64   `json:"gst_basis_points"` // 1800 is 18%
+	// TravelBufferMinutes is how long after a booking's hours its driver's calendar stays
+	// blocked, to reach the next pickup (tariffs.json travel_buffer_minutes; default 30).
+	TravelBufferMinutes int `json:"travel_buffer_minutes"`
 }
 
 // Validate reports every field out of range, each error wrapping ErrInvalid.
@@ -128,6 +131,9 @@ func (t Tariff) Validate() error {
 	// Written so that NaN fails too.
 	if !(t.SurgeCap >= 1 && t.SurgeCap <= maxSurgeCap) {
 		bad("surge_cap", t.SurgeCap, fmt.Sprintf("1 to %g", maxSurgeCap))
+	}
+	if t.TravelBufferMinutes < 0 || t.TravelBufferMinutes > 240 {
+		bad("travel_buffer_minutes", t.TravelBufferMinutes, "0 to 240")
 	}
 	if t.GSTBasisPoints < 0 || t.GSTBasisPoints > bpOne {
 		bad("gst_basis_points", t.GSTBasisPoints, fmt.Sprintf("0 to %d", bpOne))
@@ -263,6 +269,9 @@ func decimalBP(bp int64) string {
 	return strconv.FormatFloat(float64(bp)/bpOne, 'f', -1, 64)
 }
 
+// defaultTravelBufferMinutes is a city's travel buffer when tariffs.json gives none.
+const defaultTravelBufferMinutes = 30
+
 // DefaultTariff is the tariff of the default city of DefaultTariffs (Bengaluru), for callers
 // that have no configuration.
 func DefaultTariff() Tariff {
@@ -345,6 +354,7 @@ type tariffJSON struct {
 	SurgeCap             *float64 `json:"surge_cap"`
 	ConvenienceFee       *int64   `json:"convenience_fee_paise"`
 	GSTBasisPoints       *int64   `json:"gst_basis_points"`
+	TravelBufferMinutes  *int     `json:"travel_buffer_minutes"`
 }
 
 // LoadTariffs reads a price list in the format of dispatch/tariffs.json (at most 1 MiB). Every
@@ -448,6 +458,10 @@ func decodeTariff(key string, j *tariffJSON) (Tariff, error) {
 		SurgeCap:             *j.SurgeCap,
 		ConvenienceFee:       *j.ConvenienceFee,
 		GSTBasisPoints:       *j.GSTBasisPoints,
+		TravelBufferMinutes:  defaultTravelBufferMinutes,
+	}
+	if j.TravelBufferMinutes != nil {
+		t.TravelBufferMinutes = *j.TravelBufferMinutes
 	}
 	return t, t.Validate()
 }

@@ -416,12 +416,17 @@ func (m *Matcher) regionOfOffer(o Offer, searching []Booking) string {
 	return ""
 }
 
-// searchingSince is when a booking began to search: its creation, or its lead time if scheduled.
+// searchingSince is when a booking began to search: its creation, or its lead time if scheduled,
+// or when it was last retried after going unfulfilled.
 func searchingSince(b Booking, lead time.Duration) time.Time {
-	if s := b.StartAt.Add(-lead); s.After(b.CreatedAt) {
-		return s
+	since := b.CreatedAt
+	if s := b.StartAt.Add(-lead); s.After(since) {
+		since = s
 	}
-	return b.CreatedAt
+	if b.RetriedAt != nil && b.RetriedAt.After(since) {
+		since = *b.RetriedAt
+	}
+	return since
 }
 
 // startScheduled moves scheduled bookings whose lead time has come to searching (once a second).
@@ -620,6 +625,16 @@ func (m *Matcher) offer(ctx context.Context, p *pending, driverID string, distM 
 	o := Offer{ID: NewID("of"), BookingID: p.b.ID, DriverID: driverID, Status: OfferOpen,
 		DistanceM: int(distM + 0.5), CreatedAt: at, ExpiresAt: at.Add(m.opts.OfferTimeout),
 		Region: p.region, Fence: fence}
+	if busy, err := m.calendarBusy(ctx, driverID, p.b); err != nil {
+		return err
+	} else if busy {
+		// The driver's calendar has no room for this booking (issue 16): never this one again.
+		m.mu.Lock()
+		p.excluded[driverID] = true
+		p.readyAt = now
+		m.mu.Unlock()
+		return nil
+	}
 	ok, err := m.loc.Reserve(ctx, driverID, o.ID, m.opts.OfferTimeout+5*time.Second)
 	if err != nil {
 		return err
@@ -655,4 +670,16 @@ func OfferMessage(o Offer, b Booking) map[string]any {
 		"offer_id": o.ID, "booking_id": b.ID, "pickup": b.Pickup, "hours": b.Hours,
 		"start_at": b.StartAt, "distance_m": o.DistanceM, "fare": b.Fare, "expires_at": o.ExpiresAt,
 	}
+}
+
+// calendarBusy reports whether the driver's calendar has a block overlapping the booking's
+// (the store would refuse the acceptance anyway; this spares the driver a doomed offer).
+func (m *Matcher) calendarBusy(ctx context.Context, driverID string, b Booking) (bool, error) {
+	ps, ok := m.store.(PeopleStore)
+	if !ok {
+		return false, nil
+	}
+	from, to := BlockOf(b, b.TravelBuffer())
+	busy, err := ps.BusyDrivers(ctx, []string{driverID}, from, to)
+	return busy[driverID], err
 }

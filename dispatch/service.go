@@ -35,6 +35,9 @@ type ServiceOptions struct {
 	MaxAhead time.Duration
 	// Trails, when set, gives each completed trip its route (nil: trips are recorded without one).
 	Trails Trails
+	// People keeps drivers' profiles, calendars, ratings and OTP tries (default: the
+	// BookingStore, when it implements PeopleStore).
+	People PeopleStore
 	Now    func() time.Time
 }
 
@@ -61,6 +64,9 @@ func NewService(store BookingStore, loc Locator, notify Notifier, opts ServiceOp
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if ps, ok := store.(PeopleStore); ok && opts.People == nil {
+		opts.People = ps
 	}
 	return &Service{store: store, loc: loc, notify: notify, opts: opts}
 }
@@ -130,20 +136,26 @@ func (s *Service) CreateBooking(ctx context.Context, a Actor, r BookingRequest, 
 		start = r.StartAt.UTC().Truncate(time.Millisecond)
 	}
 	nb := NewBooking{
-		ID:             NewID("bk"),
-		CustomerID:     a.ID,
-		Pickup:         r.Pickup,
-		Hours:          r.Hours,
-		StartAt:        start,
-		Scheduled:      start.Sub(now) > s.opts.ScheduleLead,
-		Car:            r.Car,
-		OTP:            newOTP(),
-		Fare:           s.opts.Tariff.Estimate(start, r.Hours, 1),
-		CreatedAt:      now,
-		IdempotencyKey: idemKey,
-		RequestHash:    requestHash,
+		ID:                  NewID("bk"),
+		CustomerID:          a.ID,
+		Pickup:              r.Pickup,
+		Hours:               r.Hours,
+		StartAt:             start,
+		Scheduled:           start.Sub(now) > s.opts.ScheduleLead,
+		Car:                 r.Car,
+		OTP:                 newOTP(),
+		Fare:                s.opts.Tariff.Estimate(start, r.Hours, 1),
+		CreatedAt:           now,
+		TravelBufferMinutes: int(s.travelBuffer() / time.Minute),
+		IdempotencyKey:      idemKey,
+		RequestHash:         requestHash,
 	}
-	return s.store.CreateBooking(ctx, nb)
+	b, created, err := s.store.CreateBooking(ctx, nb)
+	if err != nil {
+		return Booking{}, false, err
+	}
+	// The OTP reaches the customer once a driver is assigned (API.md), not while searching.
+	return ViewFor(a, b), created, nil
 }
 
 // Booking returns a booking if the actor may see it; the OTP only to its customer.
@@ -241,7 +253,8 @@ func (s *Service) Cancel(ctx context.Context, a Actor, id, reason string) (Booki
 	return ViewFor(a, nb), nil
 }
 
-// Assign is a dispatcher's manual assignment, under the same one-driver-one-booking rule.
+// Assign is a dispatcher's manual assignment, under the same calendar rule as the matcher's: the
+// driver must be allowed online (MayGoOnline) and the booking's block must fit their calendar.
 func (s *Service) Assign(ctx context.Context, a Actor, id, driverID string) (Booking, error) {
 	if !a.Staff() {
 		return Booking{}, fmt.Errorf("only dispatchers assign: %w", ErrForbidden)
@@ -252,6 +265,9 @@ func (s *Service) Assign(ctx context.Context, a Actor, id, driverID string) (Boo
 	d, err := s.store.Driver(ctx, driverID)
 	if err != nil {
 		return Booking{}, fmt.Errorf("driver %s: %w", driverID, err)
+	}
+	if err := d.MayGoOnline(s.opts.Now()); err != nil {
+		return Booking{}, err
 	}
 	lease := NewID("as")
 	ok, err := s.loc.Reserve(ctx, driverID, lease, 30*time.Second)
@@ -268,7 +284,7 @@ func (s *Service) Assign(ctx context.Context, a Actor, id, driverID string) (Boo
 	if err != nil {
 		return Booking{}, err
 	}
-	_ = s.loc.SetState(ctx, driverID, DriverAssigned)
+	s.holdDriver(ctx, driverID, b)
 	return b.Public(), nil
 }
 
@@ -299,7 +315,7 @@ func (s *Service) Accept(ctx context.Context, a Actor, offerID string) (Booking,
 	if err != nil {
 		return Booking{}, err
 	}
-	_ = s.loc.SetState(ctx, a.ID, DriverAssigned)
+	s.holdDriver(ctx, a.ID, b)
 	_ = s.loc.Release(ctx, a.ID, offerID)
 	return b.Public(), nil
 }
@@ -327,14 +343,15 @@ func (s *Service) Arrive(ctx context.Context, a Actor, id string) (Booking, erro
 	return s.driverStep(ctx, a, id, StatusAssigned, StatusArrived, func(Booking, *Change) error { return nil })
 }
 
-// Start begins the trip once the driver gives the customer's OTP; a wrong OTP changes nothing.
+// Start begins the trip once the driver gives the customer's OTP. A wrong OTP changes only the
+// count of wrong tries: after OTPMaxWrong of them every try answers ErrOTPLocked for OTPLockFor
+// (the count lives in the store, so it holds across processes), each try with its audit row.
 func (s *Service) Start(ctx context.Context, a Actor, id, otp string) (Booking, error) {
-	return s.driverStep(ctx, a, id, StatusArrived, StatusInProgress, func(b Booking, _ *Change) error {
-		if otp == "" || otp != b.OTP {
-			return fmt.Errorf("wrong OTP: %w", ErrInvalid)
-		}
-		return nil
+	b, err := s.driverStep(ctx, a, id, StatusArrived, StatusInProgress, func(b Booking, c *Change) error {
+		c.NotOTPLocked = true
+		return s.checkOTP(ctx, a, b, otp, c.At)
 	})
+	return b, err
 }
 
 // End completes the trip with its final fare from the actual times and its route from the
@@ -386,17 +403,30 @@ func (s *Service) driverStep(ctx context.Context, a Actor, id string, from, to S
 	if err != nil {
 		return Booking{}, err
 	}
-	if to == StatusInProgress {
+	switch to {
+	case StatusInProgress:
 		_ = s.loc.SetState(ctx, a.ID, DriverOnTrip)
+	case StatusArrived:
+		_ = s.loc.SetState(ctx, a.ID, DriverAssigned)
 	}
 	return nb.Public(), nil
 }
 
+// releaseDriver frees a driver whose booking ended or was given up, unless another booking of
+// theirs holds them now (one under way, or one due within DueWithin).
 func (s *Service) releaseDriver(ctx context.Context, driverID string) {
 	st, err := s.loc.State(ctx, driverID)
-	if err == nil && st != DriverOffline {
-		_ = s.loc.SetState(ctx, driverID, DriverAvailable)
+	if err != nil || st == DriverOffline {
+		return
 	}
+	want := DriverAvailable
+	if b, err := s.store.ActiveBookingOf(ctx, driverID); err == nil {
+		want = DriverAssigned
+		if b.Status == StatusInProgress {
+			want = DriverOnTrip
+		}
+	}
+	_ = s.loc.SetState(ctx, driverID, want)
 }
 
 // NewID returns a random opaque id with a prefix.
@@ -409,9 +439,9 @@ func NewID(prefix string) string {
 }
 
 func newOTP() string {
-	n, err := rand.Int(rand.Reader, big.NewInt(10000))
+	n, err := rand.Int(rand.Reader, big.NewInt(1000000))
 	if err != nil {
 		panic(err)
 	}
-	return fmt.Sprintf("%04d", n.Int64())
+	return fmt.Sprintf("%06d", n.Int64())
 }

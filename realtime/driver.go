@@ -2,7 +2,6 @@ package realtime
 
 import (
 	"context"
-	"errors"
 	"math"
 	"sync"
 	"time"
@@ -50,10 +49,6 @@ func (d *driverSession) start(ctx context.Context) {
 	} else {
 		h.subscribe(ctx, "to:drv:"+d.actor.ID, "ev:drv:"+d.actor.ID)
 	}
-	if _, err := h.store.Driver(ctx, d.actor.ID); errors.Is(err, dispatch.ErrNotFound) {
-		_ = h.store.UpsertDriver(ctx, dispatch.DriverProfile{ID: d.actor.ID, Name: d.actor.ID, Rating: 5,
-			Transmissions: []dispatch.Transmission{dispatch.Manual, dispatch.Automatic}})
-	}
 	state, err := h.loc.State(ctx, d.actor.ID)
 	if err != nil {
 		state = dispatch.DriverOffline
@@ -98,7 +93,8 @@ func (d *driverSession) trackedBooking() string {
 
 func (d *driverSession) onBooking(b dispatch.Booking) {
 	d.mu.Lock()
-	if b.Status.Active() {
+	// A booking assigned ahead (the calendar) does not take over from the one under way.
+	if b.Status.Active() && (d.booking == "" || d.booking == b.ID || b.Status != dispatch.StatusAssigned) {
 		d.booking, d.bookingStatus = b.ID, b.Status
 	} else if d.booking == b.ID {
 		d.booking, d.bookingStatus = "", b.Status
@@ -207,6 +203,10 @@ func (d *driverSession) setStatus(ctx context.Context, s string) error {
 	switch s {
 	case "online":
 		want = dispatch.DriverAvailable
+		// Only a registered, verified, unsuspended driver with a valid licence (issue 16).
+		if err := d.h.svc.MayGoOnline(ctx, d.actor.ID); err != nil {
+			return err
+		}
 	case "offline":
 		want = dispatch.DriverOffline
 	default:
