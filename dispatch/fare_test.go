@@ -510,7 +510,7 @@ func TestTariffsDefault(t *testing.T) {
 	}
 	want := Tariff{City: "bengaluru", BaseHours: 2, BasePaise: 39900, ExtraHourPaise: 14900,
 		OvertimeGraceMinutes: 10, OvertimeMinutePaise: 300, NightMinutePaise: 150, SurgeCap: 2,
-		ConvenienceFee: 4900, GSTBasisPoints: 1800}
+		ConvenienceFee: 4900, GSTBasisPoints: 1800, TravelBufferMinutes: 45}
 	if got := DefaultTariff(); got != want {
 		t.Errorf("DefaultTariff: got %+v, want %+v", got, want)
 	}

@@ -400,7 +400,7 @@ func apply(ctx context.Context, tx *sql.Tx, c dispatch.Change) error {
 	from := c.From
 	if len(from) == 0 {
 		from = []dispatch.Status{dispatch.StatusScheduled, dispatch.StatusSearching, dispatch.StatusAssigned,
-			dispatch.StatusArrived, dispatch.StatusInProgress}
+			dispatch.StatusArrived, dispatch.StatusInProgress, dispatch.StatusUnfulfilled}
 	}
 	var allowed []any
 	for _, s := range from {
