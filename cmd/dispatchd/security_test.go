@@ -51,6 +51,9 @@ func newSecWorld(t *testing.T, s *server) *secWorld {
 	for _, a := range secActors {
 		w.ids[a] = strings.ReplaceAll(a, " ", "-") + "-" + suffix
 		w.toks[a] = w.sign(roles[a], w.ids[a], time.Hour)
+		if roles[a] == "driver" {
+			s.registerDriver(t, w.ids[a])
+		}
 	}
 	return w
 }

@@ -21,6 +21,7 @@ func TestBookingStory(t *testing.T) {
 			// Far from everyone else's test drivers: a spot of its own.
 			lat, lng := 12.90+float64(time.Now().UnixNano()%1000)/20000, 77.55
 
+			s.registerDriver(t, driverID)
 			drv := s.mustDial(t, dtok)
 			hello := drv.expect("hello", 5*time.Second, nil)
 			if got := field(hello, "driver_id"); got != driverID {
