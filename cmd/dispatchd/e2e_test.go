@@ -316,7 +316,9 @@ type booking struct {
 	Status string `json:"status"`
 	OTP    string `json:"otp"`
 	Driver *struct {
-		ID string `json:"id"`
+		ID     string  `json:"id"`
+		Name   string  `json:"name"`
+		Rating float64 `json:"rating"`
 	} `json:"driver"`
 	Fare struct {
 		Currency   string `json:"currency"`

@@ -135,6 +135,11 @@ func (w *secWorld) fixture(t *testing.T, state string) (b booking, done func()) 
 			done()
 			t.Fatalf("fixture %s: %s got %d %s, want 200", state, step, st, code)
 		}
+		if step == "assign" { // the customer sees the OTP once a driver is assigned
+			var seen booking
+			w.s.rest(t, "GET", "/v1/bookings/"+b.ID, w.toks["customer"], nil, nil, &seen)
+			b.OTP = seen.OTP
+		}
 	}
 	return b, done
 }
@@ -385,7 +390,11 @@ func testSocketMatrix(t *testing.T, w *secWorld, socks map[string]*client) {
 		{"offer.accept", func(t *testing.T) (any, string, func()) {
 			b, id := offer(t)
 			tripBooking = b
-			return map[string]string{"offer_id": id}, b.ID, nil
+			return map[string]string{"offer_id": id}, b.ID, func() {
+				var seen booking // the OTP, as the customer sees it once the driver accepted
+				w.s.rest(t, "GET", "/v1/bookings/"+b.ID, w.toks["customer"], nil, nil, &seen)
+				tripBooking.OTP = seen.OTP
+			}
 		}, driversOnly(nf)},
 		{"trip.arrive", func(*testing.T) (any, string, func()) {
 			return map[string]string{"booking_id": tripBooking.ID}, tripBooking.ID, nil
