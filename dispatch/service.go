@@ -240,7 +240,7 @@ func (s *Service) Cancel(ctx context.Context, a Actor, id, reason string) (Booki
 		c.Driver = &DriverRef{ID: a.ID}
 		c.ClearDriver = true
 	} else {
-		c.From = []Status{StatusScheduled, StatusSearching, StatusAssigned, StatusArrived, StatusInProgress}
+		c.From = []Status{StatusScheduled, StatusSearching, StatusAssigned, StatusArrived, StatusInProgress, StatusUnfulfilled}
 		c.To = StatusCancelled
 	}
 	nb, err := s.store.Transition(ctx, c)

@@ -18,15 +18,17 @@ import (
 //
 // Beyond the main line it allows: scheduled -> assigned (a dispatcher's manual assignment ahead
 // of time), assigned or arrived -> searching (the driver cancels; the driver is cleared), and
-// cancelled from every state before completed, and unfulfilled -> searching (a retry).
+// cancelled from every state before completed, and unfulfilled -> searching (a retry) or
+// cancelled (given up).
 var next = map[dispatch.Status][]dispatch.Status{
 	dispatch.StatusScheduled:  {dispatch.StatusSearching, dispatch.StatusAssigned, dispatch.StatusCancelled},
 	dispatch.StatusSearching:  {dispatch.StatusAssigned, dispatch.StatusCancelled, dispatch.StatusUnfulfilled},
 	dispatch.StatusAssigned:   {dispatch.StatusArrived, dispatch.StatusSearching, dispatch.StatusCancelled},
 	dispatch.StatusArrived:    {dispatch.StatusInProgress, dispatch.StatusSearching, dispatch.StatusCancelled},
 	dispatch.StatusInProgress: {dispatch.StatusCompleted, dispatch.StatusCancelled},
-	// An unfulfilled booking searches again when its customer or a dispatcher retries it.
-	dispatch.StatusUnfulfilled: {dispatch.StatusSearching},
+	// An unfulfilled booking searches again when its customer or a dispatcher retries it, or
+	// is cancelled for good.
+	dispatch.StatusUnfulfilled: {dispatch.StatusSearching, dispatch.StatusCancelled},
 }
 
 // canMove reports whether the state machine allows from -> to.

@@ -38,6 +38,7 @@ var machine = map[[2]dispatch.Status]bool{
 	{dispatch.StatusInProgress, dispatch.StatusCompleted}:  true,
 	{dispatch.StatusInProgress, dispatch.StatusCancelled}:  true,
 	{dispatch.StatusUnfulfilled, dispatch.StatusSearching}: true,
+	{dispatch.StatusUnfulfilled, dispatch.StatusCancelled}: true,
 }
 
 func TestCreateBookingRoundTrip(t *testing.T) {

@@ -12,7 +12,11 @@ import (
 
 // TestLiveMapInBrowser opens the live map in headless Chromium (Debian's package) driven by
 // playwright-core, against a server with simulated drivers: markers appear and move, and a new
-// booking shows up. The screenshot is kept in testdata/ (and in the test's log on failure).
+// booking shows up; drivers carry their names; an unfulfilled booking is retried and then
+// cancelled from the booking panel, whose audit trail shows each step; an assigned booking's
+// panel shows its driver's name, rating and calendar. Bookings give up searching at once here
+// (DISPATCH_MAX_SEARCH 200ms, under the 300 ms matching window), so the test's bookings become
+// unfulfilled without waiting. The screenshot is kept in testdata/ (and in the test's log on failure).
 // It needs /usr/bin/chromium and `npm ci` in api/web/e2e; .ci/run installs both.
 func TestLiveMapInBrowser(t *testing.T) {
 	if _, err := os.Stat("/usr/bin/chromium"); err != nil {
@@ -22,7 +26,7 @@ func TestLiveMapInBrowser(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(e2e, "node_modules", "playwright-core")); err != nil {
 		t.Fatalf("the browser test needs playwright-core: cd api/web/e2e && npm ci (.ci/run does)")
 	}
-	s := startServer(t, "real", map[string]string{"DISPATCH_SIMULATE_DRIVERS": "60"})
+	s := startServer(t, "real", map[string]string{"DISPATCH_SIMULATE_DRIVERS": "60", "DISPATCH_MAX_SEARCH": "200ms"})
 	shot, _ := filepath.Abs("testdata/live-map.png")
 	_ = os.MkdirAll(filepath.Dir(shot), 0o755)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
