@@ -73,9 +73,9 @@ func (d *DB) CreateOffer(ctx context.Context, o dispatch.Offer) error {
 
 // AcceptOffer, in one transaction: the offer must be open, belong to driver and not have expired
 // at `at`; it becomes accepted and its booking goes searching -> assigned to driver, with the
-// driver_active row, the audit row and the outbox event. ErrNotFound for an unknown offer,
+// calendar block, the audit row and the outbox event. ErrNotFound for an unknown offer,
 // ErrConflict for any other refusal (offer not open, not this driver's, expired, booking no longer
-// searching, driver already holding an active booking); nothing changes then. Failures of the
+// searching, its block overlapping one of the driver's); nothing changes then. Failures of the
 // database itself keep their own kind (ErrUnavailable...).
 func (d *DB) AcceptOffer(ctx context.Context, offerID string, driver dispatch.DriverRef, at time.Time) (dispatch.Booking, error) {
 	at = dbTime(at)

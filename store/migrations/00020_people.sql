@@ -39,7 +39,9 @@ INSERT INTO driver_blocks (booking_id, driver_id, start_at, end_at)
     SELECT id, driver_id, start_at, TIMESTAMPADD(MINUTE, hours * 60 + travel_buffer_minutes, start_at)
     FROM bookings WHERE status IN ('assigned', 'arrived', 'in_progress') AND driver_id IS NOT NULL;
 
-DROP TABLE driver_active;
+-- driver_active (one active booking per driver) is no longer written or read. It stays, so that
+-- the previous release keeps working on this schema during the deployment (OPERATIONS.md,
+-- "Migrations": expand, then contract); a later release drops it.
 
 -- Append-only; one rating per booking.
 CREATE TABLE ratings (
@@ -56,13 +58,6 @@ CREATE TABLE ratings (
 
 -- +goose Down
 DROP TABLE ratings;
-CREATE TABLE driver_active (
-    driver_id  VARCHAR(64) NOT NULL,
-    booking_id VARCHAR(64) NOT NULL,
-    since      DATETIME(3) NOT NULL,
-    PRIMARY KEY (driver_id),
-    UNIQUE KEY driver_active_booking (booking_id)
-) DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
 DROP TABLE driver_blocks;
 DROP TABLE driver_calendars;
 ALTER TABLE bookings DROP COLUMN travel_buffer_minutes;
