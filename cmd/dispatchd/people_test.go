@@ -140,8 +140,18 @@ func TestDriversAsPeople(t *testing.T) {
 			t.Fatalf("verified driver online: got %q %q, want ack", code, msg)
 		}
 	})
-	drv.send("location", point(lat+0.0027, lng))
-	waitIndexed(t, s, staff, drvID, lat+0.0027)
+	// As a phone does: a point a second until the dispatcher sees it.
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		drv.send("location", point(lat+0.0027, lng))
+		var v struct{ Lat float64 }
+		if s.rest(t, "GET", "/v1/drivers/"+drvID, staff, nil, nil, &v) == 200 && v.Lat == lat+0.0027 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("driver %s not indexed within 15 s", drvID)
+		}
+		time.Sleep(time.Second)
+	}
 
 	var near struct {
 		Drivers []struct {
