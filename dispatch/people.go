@@ -69,7 +69,9 @@ type DriverFilter struct {
 type PeopleStore interface {
 	// CreateDriver stores a new profile; ErrConflict when the id is taken.
 	CreateDriver(ctx context.Context, d DriverProfile) error
-	// UpsertDriver (of BookingStore) replaces a profile's fields but its rating and trips.
+	// UpdateProfile replaces an existing profile's fields but its rating (which only ratings
+	// change) and trips (counted); ErrNotFound for an unknown id.
+	UpdateProfile(ctx context.Context, d DriverProfile) error
 	// Drivers lists profiles by id.
 	Drivers(ctx context.Context, f DriverFilter) ([]DriverProfile, error)
 	// DriverNames returns the names of those of ids that have a profile.
@@ -243,15 +245,6 @@ func (s *Service) CreateDriver(ctx context.Context, a Actor, d DriverProfile) (D
 	return s.store.Driver(ctx, d.ID)
 }
 
-// RegisterDriver creates or replaces a profile without an actor (the simulated fleet of
-// `dispatchd serve -simulate`, and tests): the same validation as CreateDriver.
-func (s *Service) RegisterDriver(ctx context.Context, d DriverProfile) error {
-	if err := d.Validate(); err != nil {
-		return err
-	}
-	return s.store.UpsertDriver(ctx, d)
-}
-
 // UpdateDriver changes the fields a patch carries (dispatchers, admins).
 func (s *Service) UpdateDriver(ctx context.Context, a Actor, id string, p DriverPatch) (DriverProfile, error) {
 	if err := s.staffOnly(a, "change drivers' profiles"); err != nil {
@@ -266,7 +259,11 @@ func (s *Service) UpdateDriver(ctx context.Context, a Actor, id string, p Driver
 	if err := d.Validate(); err != nil {
 		return DriverProfile{}, err
 	}
-	if err := s.store.UpsertDriver(ctx, d); err != nil {
+	ps, err := s.peopleStore()
+	if err != nil {
+		return DriverProfile{}, err
+	}
+	if err := ps.UpdateProfile(ctx, d); err != nil {
 		return DriverProfile{}, err
 	}
 	return s.store.Driver(ctx, id)

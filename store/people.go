@@ -291,6 +291,28 @@ func (d *DB) UpsertDriver(ctx context.Context, p dispatch.DriverProfile) error {
 	return nil
 }
 
+// UpdateProfile replaces an existing profile's fields but its rating, which only Rate changes
+// (so a dispatcher's edit never undoes a rating given meanwhile). ErrNotFound for an unknown id.
+func (d *DB) UpdateProfile(ctx context.Context, p dispatch.DriverProfile) error {
+	args, err := driverArgs(p)
+	if err != nil {
+		return fmt.Errorf("update driver %s: %w", p.ID, err)
+	}
+	// args: id, name, rating, transmissions, phone, licence_no, licence_expires, cities, verified, suspended.
+	res, err := d.db.ExecContext(ctx, `UPDATE drivers SET name = ?, transmissions = ?, phone = ?, licence_no = ?,
+		licence_expires = ?, cities = ?, verified = ?, suspended = ?, updated_at = ? WHERE id = ?`,
+		args[1], args[3], args[4], args[5], args[6], args[7], args[8], args[9], now(), p.ID)
+	if err != nil {
+		return fmt.Errorf("update driver %s: %w", p.ID, translate(err))
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("update driver %s: %w", p.ID, translate(err))
+	} else if n == 0 {
+		return fmt.Errorf("driver %s: %w", p.ID, dispatch.ErrNotFound)
+	}
+	return nil
+}
+
 // Rate records a rating and sets the driver's rating to the mean of their latest
 // dispatch.RatingWindow ratings, in one transaction. The driver's row is written first, so
 // concurrent ratings of one driver take turns and none is left out of the mean.

@@ -223,6 +223,17 @@ func TestRatings(t *testing.T) {
 		if d.Trips != 1 {
 			t.Errorf("trips: got %d, want 1", d.Trips)
 		}
+		// A dispatcher's edit of the profile leaves the rating alone.
+		d.Name, d.Rating, d.Verified = "Ravi Kumar", 0, true
+		if err := e.db.UpdateProfile(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := e.db.Driver(ctx, driver); got.Name != "Ravi Kumar" || !got.Verified || got.Rating != (99*1+5)/100.0 {
+			t.Errorf("after UpdateProfile: got %+v, want the new name, verified, the rating kept", got)
+		}
+		if err := e.db.UpdateProfile(ctx, dispatch.DriverProfile{ID: "dr_nobody"}); !errors.Is(err, dispatch.ErrNotFound) {
+			t.Errorf("UpdateProfile of an unknown driver: got %v, want ErrNotFound", err)
+		}
 	})
 }
 
