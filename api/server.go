@@ -98,6 +98,16 @@ func (s *Server) Handler() http.Handler {
 		mux.HandleFunc("GET /v1/cities", s.auth(s.cities))
 		mux.HandleFunc("GET /v1/drivers/nearby", s.auth(s.nearby, staff...))
 		mux.HandleFunc("GET /v1/drivers/{id}", s.auth(s.driver))
+		// Drivers and customers as people (API.md v1.1).
+		mux.HandleFunc("POST /v1/drivers", s.auth(s.createDriver, staff...))
+		mux.HandleFunc("GET /v1/drivers", s.auth(s.listDrivers, staff...))
+		mux.HandleFunc("PATCH /v1/drivers/{id}", s.auth(s.patchDriver, staff...))
+		mux.HandleFunc("GET /v1/drivers/{id}/profile", s.auth(s.driverProfile, append([]string{"driver"}, staff...)...))
+		mux.HandleFunc("GET /v1/drivers/{id}/calendar", s.auth(s.calendar, append([]string{"driver"}, staff...)...))
+		mux.HandleFunc("POST /v1/bookings/{id}/rating", s.auth(s.rate, "customer"))
+		mux.HandleFunc("POST /v1/bookings/{id}/retry", s.auth(s.retry, append([]string{"customer"}, staff...)...))
+		mux.HandleFunc("GET /v1/bookings/{id}/events", s.auth(s.events, append([]string{"customer"}, staff...)...))
+		mux.HandleFunc("GET /v1/bookings/{id}/candidates", s.auth(s.candidates, staff...))
 		mux.HandleFunc("GET /config.json", s.mapConfig)
 		web, _ := fs.Sub(webFS, "web")
 		mux.Handle("GET /", http.FileServerFS(web))
@@ -354,6 +364,7 @@ func (s *Server) nearby(w http.ResponseWriter, r *http.Request, a dispatch.Actor
 						d := n.DistanceM
 						out[i].DistanceM = &d
 					}
+					s.named(r, out)
 					writeJSON(w, 200, map[string]any{"drivers": out})
 					return
 				}
@@ -370,6 +381,12 @@ func (s *Server) driver(w http.ResponseWriter, r *http.Request, a dispatch.Actor
 		return
 	}
 	p, err := s.loc.Position(r.Context(), id)
+	if errors.Is(err, dispatch.ErrNotFound) {
+		// Never seen online, yet registered: offline, with its name.
+		if d, perr := s.svc.DriverProfile(r.Context(), a, id); perr == nil {
+			err, p = nil, dispatch.Position{DriverID: d.ID, State: dispatch.DriverOffline}
+		}
+	}
 	if err != nil {
 		writeError(w, err)
 		return
@@ -378,7 +395,9 @@ func (s *Server) driver(w http.ResponseWriter, r *http.Request, a dispatch.Actor
 	if st, err := s.loc.State(r.Context(), id); err == nil {
 		v.State = st
 	}
-	writeJSON(w, 200, v)
+	views := []dispatch.DriverView{v}
+	s.named(r, views)
+	writeJSON(w, 200, views[0])
 }
 
 func (s *Server) mapConfig(w http.ResponseWriter, r *http.Request) {
@@ -412,6 +431,8 @@ func Status(err error) int {
 		return http.StatusConflict
 	case "idempotency_mismatch", "out_of_service_area":
 		return http.StatusUnprocessableEntity
+	case "otp_locked":
+		return http.StatusTooManyRequests
 	case "unavailable":
 		return http.StatusServiceUnavailable
 	}

@@ -115,6 +115,15 @@ type Booking struct {
 	AssignedAt *time.Time `json:"assigned_at,omitempty"`
 	// CancellationFeePaise is the fee (before tax) a cancel charged; 0 when free.
 	CancellationFeePaise int64 `json:"cancellation_fee_paise"`
+	// OTPLockedUntil: too many wrong OTPs; the trip cannot start before then (API.md v1.1).
+	OTPLockedUntil *time.Time `json:"otp_locked_until,omitempty"`
+	// OTPWrong counts the wrong OTPs since the booking was last unlocked.
+	OTPWrong int `json:"-"`
+	// RetriedAt is when an unfulfilled booking was last sent searching again.
+	RetriedAt *time.Time `json:"retried_at,omitempty"`
+	// TravelBufferMinutes is the city's travel buffer when booked: the driver's calendar block
+	// runs this long past the booked hours.
+	TravelBufferMinutes int `json:"-"`
 	// Version grows by one with every change; conditional updates fence on it.
 	Version int64 `json:"-"`
 }
@@ -125,6 +134,11 @@ func (b Booking) DriverID() string {
 		return ""
 	}
 	return b.Driver.ID
+}
+
+// TravelBuffer is the booking's travel buffer as a duration.
+func (b Booking) TravelBuffer() time.Duration {
+	return time.Duration(b.TravelBufferMinutes) * time.Minute
 }
 
 // Public is the booking as shown to someone other than its customer: without the OTP.
@@ -142,12 +156,16 @@ type Change struct {
 	To   Status
 	// Version, when non-zero, must equal the booking's current version (else ErrConflict).
 	Version int64
-	// Driver: for To == StatusAssigned the driver to set (ErrConflict when that driver already
-	// holds another active booking). For other changes, when set, the booking's current driver
+	// Driver: for To == StatusAssigned the driver to set (ErrConflict when the booking's block,
+	// BlockOf with its travel buffer, overlaps a block in that driver's calendar). For other changes, when set, the booking's current driver
 	// must be this one (else ErrConflict).
 	Driver *DriverRef
 	// ClearDriver removes the driver (a driver cancelling after accepting: back to searching).
 	ClearDriver bool
+	// Retry stamps the booking's RetriedAt with At (an unfulfilled booking searching again).
+	Retry bool
+	// NotOTPLocked: the booking must not be OTP-locked at At (else ErrOTPLocked).
+	NotOTPLocked bool
 	// Fare, when set, replaces the booking's fare (the final fare at completion).
 	Fare *Fare
 	// Route is the trail of the trip, only for To == StatusCompleted. Every completion records
@@ -227,6 +245,8 @@ func ErrorCode(err error) string {
 		return "idempotency_mismatch"
 	case errors.Is(err, ErrOutOfServiceArea):
 		return "out_of_service_area"
+	case errors.Is(err, ErrOTPLocked):
+		return "otp_locked"
 	case errors.Is(err, ErrUnavailable) || backendAway(err):
 		return "unavailable"
 	}

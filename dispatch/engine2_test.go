@@ -289,3 +289,56 @@ func TestDriverCancelRequeues(t *testing.T) {
 		t.Fatalf("fresh got %v, want the given-back booking %s first in line (not %s)", got, given.ID, older.ID)
 	}
 }
+
+// TestCalendarAheadAndOverlap: a booking assigned ahead holds its block but not the driver, who
+// still takes a trip that ends (with the city's travel buffer) before it; a driver whose block
+// starts before a trip for now would end is not offered that trip.
+func TestCalendarAheadAndOverlap(t *testing.T) {
+	r := newRig(t)
+	m := r.matcher(nil)
+	ctx := context.Background()
+	staff := dispatch.Actor{ID: "ops", Role: "dispatcher"}
+	r.driver("d1", north(200), baseLng)
+	r.driver("d3", north(5000)+0.0005, baseLng)
+	r.driver("d2", north(5000)+0.0020, baseLng)
+
+	// d1: a booking in 5 hours. d3: one in 2 hours.
+	in5h, in2h := r.clock.Now().Add(5*time.Hour), r.clock.Now().Add(2*time.Hour)
+	later := r.book("c1", north(150), baseLng, dispatch.Manual, &in5h)
+	soon := r.book("c3", north(5000), baseLng, dispatch.Manual, &in2h)
+	for _, a := range []struct{ b, d string }{{later.ID, "d1"}, {soon.ID, "d3"}} {
+		if _, err := r.svc.Assign(ctx, staff, a.b, a.d); err != nil {
+			t.Fatalf("assign %s to %s: %v", a.b, a.d, err)
+		}
+	}
+	if st, err := r.index.State(ctx, "d1"); err != nil || st != dispatch.DriverAvailable {
+		t.Fatalf("d1 with a booking 5 h ahead: got %s (%v), want available", st, err)
+	}
+
+	// A 2-hour trip for now ends, with Bengaluru's 45 minutes, 2 h 45 min from now: before
+	// d1's block, after the start of d3's.
+	b1 := r.book("c4", baseLat, baseLng, dispatch.Manual, nil)
+	b2 := r.book("c5", north(5000), baseLng, dispatch.Manual, nil)
+	r.step(m, 0)
+	r.step(m, 1100*time.Millisecond)
+	if got := r.notes.offers("d1"); len(got) != 1 || got[0] != b1.ID {
+		t.Fatalf("d1 got %v, want %s (it ends before d1's booking later today)", got, b1.ID)
+	}
+	if got := r.notes.offers("d3"); len(got) != 0 {
+		t.Fatalf("d3 was offered %v, overlapping its booking in 2 hours", got)
+	}
+	r.step(m, 1100*time.Millisecond)
+	if got := r.notes.offers("d2"); len(got) != 1 || got[0] != b2.ID {
+		t.Fatalf("d2 got %v, want %s", got, b2.ID)
+	}
+	if _, err := r.svc.Accept(ctx, driverActor("d1"), r.notes.lastOffer("d1")); err != nil {
+		t.Fatalf("d1 accepts the trip before its booking: %v", err)
+	}
+	if st, _ := r.index.State(ctx, "d1"); st != dispatch.DriverAssigned {
+		t.Fatalf("d1 after accepting a trip for now: got %s, want assigned", st)
+	}
+	blocks, err := r.svc.Calendar(ctx, staff, "d1", time.Time{}, time.Time{})
+	if err != nil || len(blocks) != 2 || blocks[0].BookingID != b1.ID || blocks[1].BookingID != later.ID {
+		t.Fatalf("d1's calendar: got %v (%v), want %s then %s", blocks, err, b1.ID, later.ID)
+	}
+}

@@ -111,6 +111,9 @@ type Tariff struct {
 	Surge SurgePolicy `json:"surge"`
 	// Cancellation is what a cancel costs the customer (cancel.go).
 	Cancellation CancellationPolicy `json:"cancellation"`
+	// TravelBufferMinutes is how long after a booking's hours its driver's calendar stays
+	// blocked, to reach the next pickup (tariffs.json travel_buffer_minutes; default 30).
+	TravelBufferMinutes int `json:"travel_buffer_minutes"`
 }
 
 // Validate reports every field out of range, each error wrapping ErrInvalid.
@@ -144,6 +147,9 @@ func (t Tariff) Validate() error {
 	// Written so that NaN fails too.
 	if !(t.SurgeCap >= 1 && t.SurgeCap <= maxSurgeCap) {
 		bad("surge_cap", t.SurgeCap, fmt.Sprintf("1 to %g", maxSurgeCap))
+	}
+	if t.TravelBufferMinutes < 0 || t.TravelBufferMinutes > 240 {
+		bad("travel_buffer_minutes", t.TravelBufferMinutes, "0 to 240")
 	}
 	if t.GSTBasisPoints < 0 || t.GSTBasisPoints > bpOne {
 		bad("gst_basis_points", t.GSTBasisPoints, fmt.Sprintf("0 to %d", bpOne))
@@ -289,6 +295,9 @@ func decimalBP(bp int64) string {
 	return strconv.FormatFloat(float64(bp)/bpOne, 'f', -1, 64)
 }
 
+// defaultTravelBufferMinutes is a city's travel buffer when tariffs.json gives none.
+const defaultTravelBufferMinutes = 30
+
 // DefaultTariff is the tariff of the default city of DefaultTariffs (Bengaluru), for callers
 // that have no configuration.
 func DefaultTariff() Tariff {
@@ -372,11 +381,12 @@ type tariffJSON struct {
 	ConvenienceFee       *int64   `json:"convenience_fee_paise"`
 	GSTBasisPoints       *int64   `json:"gst_basis_points"`
 	// Optional (see Tariff).
-	Name          string             `json:"name"`
-	GSTIN         string             `json:"gstin"`
-	InvoicePrefix string             `json:"invoice_prefix"`
-	Surge         SurgePolicy        `json:"surge"`
-	Cancellation  CancellationPolicy `json:"cancellation"`
+	Name                string             `json:"name"`
+	GSTIN               string             `json:"gstin"`
+	InvoicePrefix       string             `json:"invoice_prefix"`
+	Surge               SurgePolicy        `json:"surge"`
+	Cancellation        CancellationPolicy `json:"cancellation"`
+	TravelBufferMinutes *int               `json:"travel_buffer_minutes"`
 }
 
 // LoadTariffs reads a price list in the format of dispatch/tariffs.json (at most 1 MiB). Every
@@ -485,6 +495,10 @@ func decodeTariff(key string, j *tariffJSON) (Tariff, error) {
 		InvoicePrefix:        j.InvoicePrefix,
 		Surge:                j.Surge,
 		Cancellation:         j.Cancellation,
+		TravelBufferMinutes:  defaultTravelBufferMinutes,
+	}
+	if j.TravelBufferMinutes != nil {
+		t.TravelBufferMinutes = *j.TravelBufferMinutes
 	}
 	if t.Name == "" {
 		t.Name = strings.ToUpper(key[:1]) + key[1:]

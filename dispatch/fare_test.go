@@ -513,7 +513,8 @@ func TestTariffsDefault(t *testing.T) {
 		ConvenienceFee: 4900, GSTBasisPoints: 1800, Name: "Bengaluru", GSTIN: "29AAAAA0000A1Z5", InvoicePrefix: "BLR",
 		Surge: SurgePolicy{WindowMinutes: 15, MinDemand: 3, HysteresisPercent: 20, Steps: []SurgeStep{
 			{Ratio: 1.5, Multiplier: 1.2}, {Ratio: 2, Multiplier: 1.5}, {Ratio: 3, Multiplier: 1.75}, {Ratio: 4, Multiplier: 2}}},
-		Cancellation: CancellationPolicy{GraceMinutes: 5, FreeBeforeStartMinutes: 120, AssignedFeePaise: 7500, ArrivedFeePaise: 15000}}
+		Cancellation:        CancellationPolicy{GraceMinutes: 5, FreeBeforeStartMinutes: 120, AssignedFeePaise: 7500, ArrivedFeePaise: 15000},
+		TravelBufferMinutes: 45}
 	if got := DefaultTariff(); !reflect.DeepEqual(got, want) {
 		t.Errorf("DefaultTariff: got %+v, want %+v", got, want)
 	}

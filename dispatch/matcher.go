@@ -696,12 +696,17 @@ func (m *Matcher) ready(now time.Time, fences map[string]int64) (ready []*pendin
 	return ready, oldest, expired
 }
 
-// searchingSince is when a booking began to search: its creation, or its lead time if scheduled.
+// searchingSince is when a booking began to search: its creation, or its lead time if scheduled,
+// or when it was last retried after going unfulfilled.
 func searchingSince(b Booking, lead time.Duration) time.Time {
-	if s := b.StartAt.Add(-lead); s.After(b.CreatedAt) {
-		return s
+	since := b.CreatedAt
+	if s := b.StartAt.Add(-lead); s.After(since) {
+		since = s
 	}
-	return b.CreatedAt
+	if b.RetriedAt != nil && b.RetriedAt.After(since) {
+		since = *b.RetriedAt
+	}
+	return since
 }
 
 // startScheduled moves scheduled bookings whose lead time has come to searching (once a second).
@@ -926,6 +931,11 @@ type pick struct {
 // one transaction per region for the offers, the drivers' states in one batch and the frames in
 // one publish batch (one offer at a time, 457-611 offers took 1.3-1.5 s).
 func (m *Matcher) offerAll(ctx context.Context, picks []pick, fences map[string]int64, now time.Time) error {
+	picks, err := m.calendarFree(ctx, picks, now)
+	if err != nil {
+		m.retryLater(picks, now)
+		return err
+	}
 	if len(picks) == 0 {
 		return nil
 	}
@@ -1038,4 +1048,50 @@ func OfferMessage(o Offer, b Booking) map[string]any {
 		"offer_id": o.ID, "booking_id": b.ID, "pickup": b.Pickup, "hours": b.Hours,
 		"start_at": b.StartAt, "distance_m": o.DistanceM, "fare": b.Fare, "expires_at": o.ExpiresAt,
 	}
+}
+
+// calendarFree keeps the picks whose driver's calendar has room for the booking's block (the
+// store would refuse the acceptance anyway; this spares the driver a doomed offer); a busy
+// driver is never offered that booking again. One query for the window: the drivers with any
+// block in the window's whole span, then the exact check for those few alone.
+func (m *Matcher) calendarFree(ctx context.Context, picks []pick, now time.Time) ([]pick, error) {
+	ps, ok := m.store.(PeopleStore)
+	if !ok || len(picks) == 0 {
+		return picks, nil
+	}
+	ids := make([]string, len(picks))
+	var lo, hi time.Time
+	for i, pk := range picks {
+		ids[i] = pk.driver
+		from, to := BlockOf(pk.p.b, pk.p.b.TravelBuffer())
+		if lo.IsZero() || from.Before(lo) {
+			lo = from
+		}
+		if to.After(hi) {
+			hi = to
+		}
+	}
+	maybe, err := ps.BusyDrivers(ctx, ids, lo, hi)
+	if err != nil {
+		return nil, fmt.Errorf("calendars: %w", err)
+	}
+	out := picks[:0]
+	for _, pk := range picks {
+		if maybe[pk.driver] {
+			from, to := BlockOf(pk.p.b, pk.p.b.TravelBuffer())
+			busy, err := ps.BusyDrivers(ctx, []string{pk.driver}, from, to)
+			if err != nil {
+				return nil, fmt.Errorf("calendar of %s: %w", pk.driver, err)
+			}
+			if busy[pk.driver] {
+				m.mu.Lock()
+				pk.p.excluded[pk.driver] = true
+				pk.p.readyAt = now
+				m.mu.Unlock()
+				continue
+			}
+		}
+		out = append(out, pk)
+	}
+	return out, nil
 }

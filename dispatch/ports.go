@@ -16,7 +16,9 @@ type NewBooking struct {
 	Car        Car
 	OTP        string
 	Fare       Fare
-	CreatedAt  time.Time
+	// TravelBufferMinutes: the city's travel buffer, kept with the booking (Booking.TravelBuffer).
+	TravelBufferMinutes int
+	CreatedAt           time.Time
 	// IdempotencyKey and RequestHash come from the customer's request; the same key with the
 	// same hash returns the first booking, with another hash ErrIdempotencyMismatch.
 	IdempotencyKey string
@@ -63,16 +65,17 @@ type BookingStore interface {
 	Driver(ctx context.Context, id string) (DriverProfile, error)
 	// UpsertDriver creates or updates a driver's profile.
 	UpsertDriver(ctx context.Context, d DriverProfile) error
-	// ActiveBookingOf returns the driver's active booking (assigned, arrived, in_progress), or ErrNotFound.
+	// ActiveBookingOf returns the driver's current booking, or ErrNotFound: the one arrived or
+	// in progress, else the assigned one starting first within DueWithin of now.
 	ActiveBookingOf(ctx context.Context, driverID string) (Booking, error)
-	// Resume returns what a driver's reconnecting socket needs: its active booking, if any,
+	// Resume returns what a driver's reconnecting socket needs: its current booking (as
+	// ActiveBookingOf), if any,
 	// and its open offers with their bookings, in one read.
 	Resume(ctx context.Context, driverID string) (Resume, error)
 }
 
 // Resume is a driver's state to send again on reconnect.
 type Resume struct {
-	Known  bool // the driver has a profile
 	Active *Booking
 	Offers []OfferOf
 }
@@ -82,17 +85,6 @@ type OfferOf struct {
 	Offer   Offer
 	Booking Booking
 }
-
-// DriverProfile is what the business knows about a driver.
-type DriverProfile struct {
-	ID            string         `json:"id"`
-	Name          string         `json:"name"`
-	Rating        float64        `json:"rating"`
-	Transmissions []Transmission `json:"transmissions"`
-}
-
-// Ref is the driver as shown on a booking.
-func (d DriverProfile) Ref() DriverRef { return DriverRef{ID: d.ID, Name: d.Name, Rating: d.Rating} }
 
 // Publisher hands booking events to the realtime layer (at least once).
 type Publisher interface {
@@ -228,6 +220,7 @@ type DriverView struct {
 	State     DriverState `json:"state"`
 	UpdatedAt time.Time   `json:"updated_at"`
 	DistanceM *float64    `json:"distance_m,omitempty"`
+	Rating    *float64    `json:"rating,omitempty"`
 }
 
 // View is the position as a DriverView.

@@ -51,6 +51,9 @@ type ServiceOptions struct {
 	// Offers, when set, tells the matchers of offers closed here (declined, revoked), so that
 	// their bookings are offered again at once rather than at the matchers' next sweep.
 	Offers OfferEvents
+	// People keeps drivers' profiles, calendars, ratings and OTP tries (default: the
+	// BookingStore, when it implements PeopleStore).
+	People PeopleStore
 	Now    func() time.Time
 }
 
@@ -77,6 +80,9 @@ func NewService(store BookingStore, loc Locator, notify Notifier, opts ServiceOp
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if ps, ok := store.(PeopleStore); ok && opts.People == nil {
+		opts.People = ps
 	}
 	return &Service{store: store, loc: loc, notify: notify, opts: opts}
 }
@@ -183,29 +189,34 @@ func (s *Service) CreateBooking(ctx context.Context, a Actor, r BookingRequest, 
 		surge = s.surge(ctx, t, r.Pickup)
 	}
 	nb := NewBooking{
-		ID:             NewID("bk"),
-		CustomerID:     a.ID,
-		Pickup:         r.Pickup,
-		Hours:          r.Hours,
-		StartAt:        start,
-		Scheduled:      start.Sub(now) > s.opts.ScheduleLead,
-		Car:            r.Car,
-		OTP:            newOTP(),
-		Fare:           t.Estimate(start, r.Hours, surge),
-		CreatedAt:      now,
-		IdempotencyKey: idemKey,
-		RequestHash:    requestHash,
-		City:           t.City,
-		Surge:          surge,
+		ID:                  NewID("bk"),
+		CustomerID:          a.ID,
+		Pickup:              r.Pickup,
+		Hours:               r.Hours,
+		StartAt:             start,
+		Scheduled:           start.Sub(now) > s.opts.ScheduleLead,
+		Car:                 r.Car,
+		OTP:                 newOTP(),
+		Fare:                t.Estimate(start, r.Hours, surge),
+		CreatedAt:           now,
+		TravelBufferMinutes: t.TravelBufferMinutes,
+		IdempotencyKey:      idemKey,
+		RequestHash:         requestHash,
+		City:                t.City,
+		Surge:               surge,
 	}
 	b, created, err := s.store.CreateBooking(ctx, nb)
-	if err == nil && created && s.opts.Market != nil {
+	if err != nil {
+		return Booking{}, false, err
+	}
+	if created && s.opts.Market != nil {
 		// Demand for the next quotes, off the request's path; a failure costs only accuracy.
 		s.behind(func(ctx context.Context) error {
 			return s.opts.Market.AddDemand(ctx, b.ID, r.Pickup.Lat, r.Pickup.Lng, now)
 		})
 	}
-	return b, created, err
+	// The OTP reaches the customer once a driver is assigned (API.md), not while searching.
+	return ViewFor(a, b), created, nil
 }
 
 // Booking returns a booking if the actor may see it; the OTP only to its customer.
@@ -290,7 +301,7 @@ func (s *Service) Cancel(ctx context.Context, a Actor, id, reason string) (Booki
 		c.Driver = &DriverRef{ID: a.ID}
 		c.ClearDriver = true
 	} else {
-		c.From = []Status{StatusScheduled, StatusSearching, StatusAssigned, StatusArrived, StatusInProgress}
+		c.From = []Status{StatusScheduled, StatusSearching, StatusAssigned, StatusArrived, StatusInProgress, StatusUnfulfilled}
 		c.To = StatusCancelled
 		// Priced from the state read above; the version fence makes it the state cancelled.
 		if ch := s.tariffOf(b).CancelCharge(b, a, c.At); ch.Fare != nil {
@@ -307,7 +318,8 @@ func (s *Service) Cancel(ctx context.Context, a Actor, id, reason string) (Booki
 	return ViewFor(a, nb), nil
 }
 
-// Assign is a dispatcher's manual assignment, under the same one-driver-one-booking rule.
+// Assign is a dispatcher's manual assignment, under the same calendar rule as the matcher's: the
+// driver must be allowed online (MayGoOnline) and the booking's block must fit their calendar.
 func (s *Service) Assign(ctx context.Context, a Actor, id, driverID string) (Booking, error) {
 	if !a.Staff() {
 		return Booking{}, fmt.Errorf("only dispatchers assign: %w", ErrForbidden)
@@ -318,6 +330,9 @@ func (s *Service) Assign(ctx context.Context, a Actor, id, driverID string) (Boo
 	d, err := s.store.Driver(ctx, driverID)
 	if err != nil {
 		return Booking{}, fmt.Errorf("driver %s: %w", driverID, err)
+	}
+	if err := d.MayGoOnline(s.opts.Now()); err != nil {
+		return Booking{}, err
 	}
 	lease := NewID("as")
 	ok, err := s.loc.Reserve(ctx, driverID, lease, 30*time.Second)
@@ -334,7 +349,7 @@ func (s *Service) Assign(ctx context.Context, a Actor, id, driverID string) (Boo
 	if err != nil {
 		return Booking{}, err
 	}
-	_ = s.loc.SetState(ctx, driverID, DriverAssigned)
+	s.holdDriver(ctx, driverID, b)
 	return b.Public(), nil
 }
 
@@ -365,7 +380,7 @@ func (s *Service) Accept(ctx context.Context, a Actor, offerID string) (Booking,
 	if err != nil {
 		return Booking{}, err
 	}
-	_ = s.loc.SetState(ctx, a.ID, DriverAssigned)
+	s.holdDriver(ctx, a.ID, b)
 	_ = s.loc.Release(ctx, a.ID, offerID)
 	return b.Public(), nil
 }
@@ -438,14 +453,15 @@ func (s *Service) Arrive(ctx context.Context, a Actor, id string) (Booking, erro
 	return s.driverStep(ctx, a, id, StatusAssigned, StatusArrived, func(Booking, *Change) error { return nil })
 }
 
-// Start begins the trip once the driver gives the customer's OTP; a wrong OTP changes nothing.
+// Start begins the trip once the driver gives the customer's OTP. A wrong OTP changes only the
+// count of wrong tries: after OTPMaxWrong of them every try answers ErrOTPLocked for OTPLockFor
+// (the count lives in the store, so it holds across processes), each try with its audit row.
 func (s *Service) Start(ctx context.Context, a Actor, id, otp string) (Booking, error) {
-	return s.driverStep(ctx, a, id, StatusArrived, StatusInProgress, func(b Booking, _ *Change) error {
-		if otp == "" || otp != b.OTP {
-			return fmt.Errorf("wrong OTP: %w", ErrInvalid)
-		}
-		return nil
+	b, err := s.driverStep(ctx, a, id, StatusArrived, StatusInProgress, func(b Booking, c *Change) error {
+		c.NotOTPLocked = true
+		return s.checkOTP(ctx, a, b, otp, c.At)
 	})
+	return b, err
 }
 
 // End completes the trip with its final fare from the actual times and its route from the
@@ -497,17 +513,30 @@ func (s *Service) driverStep(ctx context.Context, a Actor, id string, from, to S
 	if err != nil {
 		return Booking{}, err
 	}
-	if to == StatusInProgress {
+	switch to {
+	case StatusInProgress:
 		_ = s.loc.SetState(ctx, a.ID, DriverOnTrip)
+	case StatusArrived:
+		_ = s.loc.SetState(ctx, a.ID, DriverAssigned)
 	}
 	return nb.Public(), nil
 }
 
+// releaseDriver frees a driver whose booking ended or was given up, unless another booking of
+// theirs holds them now (one under way, or one due within DueWithin).
 func (s *Service) releaseDriver(ctx context.Context, driverID string) {
 	st, err := s.loc.State(ctx, driverID)
-	if err == nil && st != DriverOffline {
-		_ = s.loc.SetState(ctx, driverID, DriverAvailable)
+	if err != nil || st == DriverOffline {
+		return
 	}
+	want := DriverAvailable
+	if b, err := s.store.ActiveBookingOf(ctx, driverID); err == nil {
+		want = DriverAssigned
+		if b.Status == StatusInProgress {
+			want = DriverOnTrip
+		}
+	}
+	_ = s.loc.SetState(ctx, driverID, want)
 }
 
 // NewID returns a random opaque id with a prefix.
@@ -520,9 +549,9 @@ func NewID(prefix string) string {
 }
 
 func newOTP() string {
-	n, err := rand.Int(rand.Reader, big.NewInt(10000))
+	n, err := rand.Int(rand.Reader, big.NewInt(1000000))
 	if err != nil {
 		panic(err)
 	}
-	return fmt.Sprintf("%04d", n.Int64())
+	return fmt.Sprintf("%06d", n.Int64())
 }

@@ -85,7 +85,12 @@ func TestEndRecordsRoute(t *testing.T) {
 	if _, err := svc.Arrive(ctx, driver, b.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := svc.Start(ctx, driver, b.ID, b.OTP); err != nil {
+	// The customer sees the OTP once a driver is assigned, and tells it to the driver.
+	seen, err := svc.Booking(ctx, customer, b.ID)
+	if err != nil || len(seen.OTP) != 6 || b.OTP != "" {
+		t.Fatalf("customer's OTP: got %q at booking, %q once assigned (%v); want none, then 6 digits", b.OTP, seen.OTP, err)
+	}
+	if _, err := svc.Start(ctx, driver, b.ID, seen.OTP); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := svc.Route(ctx, customer, b.ID); !errors.Is(err, dispatch.ErrNotFound) {

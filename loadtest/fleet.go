@@ -5,11 +5,14 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	mrand "math/rand"
 	"net"
+	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -308,6 +311,8 @@ type driverSim struct {
 	homeLn float64
 	lastTS int64
 	gap    []point
+	// registered: the driver's profile exists and is verified (register).
+	registered bool
 
 	mu         sync.Mutex
 	decide     *mrand.Rand // offer decisions, under mu
@@ -330,6 +335,14 @@ func (f *Fleet) driver(ctx context.Context, i int) {
 		return
 	}
 	for ctx.Err() == nil {
+		if !d.registered {
+			if err := f.register(ctx, d); err != nil {
+				f.Counts.Errors.Add(1)
+				f.log.Debug().Err(err).Str("driver", d.id).Msg("driver registration failed")
+			} else {
+				d.registered = true
+			}
+		}
 		reconnect, err := d.session(ctx)
 		if ctx.Err() != nil {
 			return
@@ -353,6 +366,28 @@ func (f *Fleet) driver(ctx context.Context, i int) {
 			d.gap = append(d.gap, d.move(d.snapshot()))
 		}
 	}
+}
+
+// register gives a simulated driver a verified profile the way operations does for a real one:
+// POST /v1/drivers, then PATCH verified (an admin's calls; 409 from the POST: it exists). A
+// driver without one is refused online.
+func (f *Fleet) register(ctx context.Context, d *driverSim) error {
+	profile := map[string]any{
+		"id": d.id, "name": fmt.Sprintf("Sim Driver %d", d.i), "phone": fmt.Sprintf("+91%010d", 9000000000+int64(d.i)%1000000000),
+		"licence_no": fmt.Sprintf("KA01SIM%08d", d.i), "licence_expires": time.Now().AddDate(5, 0, 0).Format(time.DateOnly),
+		"transmissions": []string{"manual", "automatic"}, "cities": []string{strings.ToLower(f.opts.City.Name)},
+	}
+	admin := "registrar-" + d.id // the limiter counts per user: one registrar per driver
+	err := f.rest.do(ctx, "POST", "/v1/drivers", "admin", admin, nil, profile, nil)
+	var se *statusError
+	if err != nil && !(errors.As(err, &se) && se.Status == http.StatusConflict) {
+		return fmt.Errorf("create driver %s: %w", d.id, err)
+	}
+	if err := f.rest.do(ctx, "PATCH", "/v1/drivers/"+url.PathEscape(d.id), "admin", admin, nil,
+		map[string]any{"verified": true, "suspended": false}, nil); err != nil {
+		return fmt.Errorf("verify driver %s: %w", d.id, err)
+	}
+	return nil
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

@@ -83,8 +83,8 @@ type PeakOptions struct {
 
 // MySQLCheck is what MySQL says after a run.
 type MySQLCheck struct {
-	// InvariantViolations: drivers with two active bookings plus active bookings without a
-	// driver (store.DB.InvariantViolations). Must be 0.
+	// InvariantViolations: drivers with overlapping calendar blocks plus active bookings without
+	// a driver or a block (store.DB.InvariantViolations). Must be 0.
 	InvariantViolations int            `json:"invariant_violations"`
 	BookingsByStatus    map[string]int `json:"bookings_by_status"`
 }

@@ -475,7 +475,7 @@ func (r *Result) Markdown() string {
 	p("\n## Invariant (MySQL)\n\n")
 	switch {
 	case r.MySQL != nil:
-		p("Drivers with two active bookings plus active bookings without a driver: **%d**.\n\nBookings by status:", r.MySQL.InvariantViolations)
+		p("Drivers with overlapping calendar blocks plus active bookings without a driver or a block: **%d**.\n\nBookings by status:", r.MySQL.InvariantViolations)
 		var ks []string
 		for k := range r.MySQL.BookingsByStatus {
 			ks = append(ks, k)

@@ -63,12 +63,6 @@ func (d *driverSession) start(ctx context.Context) {
 	res, err := h.store.Resume(ctx, d.actor.ID)
 	if err != nil {
 		h.log.Warn().Err(err).Str("driver", d.actor.ID).Msg("resume driver")
-	} else if !res.Known {
-		// A driver's first connection ever gives them a profile (the only second query).
-		if err := h.store.UpsertDriver(ctx, dispatch.DriverProfile{ID: d.actor.ID, Name: d.actor.ID, Rating: 5,
-			Transmissions: []dispatch.Transmission{dispatch.Manual, dispatch.Automatic}}); err != nil {
-			h.log.Warn().Err(err).Str("driver", d.actor.ID).Msg("create driver profile")
-		}
 	}
 	if res.Active != nil {
 		hello["booking"] = res.Active.Public()
@@ -105,7 +99,8 @@ func (d *driverSession) trackedBooking() string {
 
 func (d *driverSession) onBooking(b dispatch.Booking) {
 	d.mu.Lock()
-	if b.Status.Active() {
+	// A booking assigned ahead (the calendar) does not take over from the one under way.
+	if b.Status.Active() && (d.booking == "" || d.booking == b.ID || b.Status != dispatch.StatusAssigned) {
 		d.booking, d.bookingStatus = b.ID, b.Status
 	} else if d.booking == b.ID {
 		d.booking, d.bookingStatus = "", b.Status
@@ -214,6 +209,10 @@ func (d *driverSession) setStatus(ctx context.Context, s string) error {
 	switch s {
 	case "online":
 		want = dispatch.DriverAvailable
+		// Only a registered, verified, unsuspended driver with a valid licence (issue 16).
+		if err := d.h.svc.MayGoOnline(ctx, d.actor.ID); err != nil {
+			return err
+		}
 	case "offline":
 		want = dispatch.DriverOffline
 	default:

@@ -279,7 +279,7 @@ func appendViews(b []byte, views []dispatch.DriverView) []byte {
 }
 
 func appendView(b []byte, v *dispatch.DriverView) []byte {
-	if v.Name != "" || v.DistanceM != nil || !plainString(v.ID) || !plainString(string(v.State)) ||
+	if v.Name != "" || v.DistanceM != nil || v.Rating != nil || !plainString(v.ID) || !plainString(string(v.State)) ||
 		!plainFloat(v.Lat) || !plainFloat(v.Lng) || !plainFloat(v.Heading) || v.UpdatedAt.Year() < 1000 || v.UpdatedAt.Year() > 9999 {
 		j, _ := json.Marshal(v)
 		return append(b, j...)

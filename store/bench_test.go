@@ -150,7 +150,7 @@ func BenchmarkCompleteTrips(b *testing.B) {
 }
 
 // inProgress writes n bookings straight into the tables as they stand once their trips have
-// started (version 4, a driver each, its driver_active row), and returns their completions.
+// started (version 4, a driver each, its calendar block), and returns their completions.
 func inProgress(b *testing.B, raw *sql.DB, run string, n int, route *dispatch.Route) []dispatch.Change {
 	b.Helper()
 	started := t0.Add(time.Hour)
@@ -171,8 +171,8 @@ func inProgress(b *testing.B, raw *sql.DB, run string, n int, route *dispatch.Ro
 			id, driver := fmt.Sprintf("%s%07d", run, i), fmt.Sprintf("dr_%s%07d", run, i)
 			bk = append(bk, "(?, 'in_progress', 'arrived', ?, 12.9716, 77.5946, 'MG Road', 2, ?, ?, 'manual', ?, 'Ravi', 4.8, '4821', ?, ?, ?, '', 4, ?)")
 			bkArgs = append(bkArgs, id, "cu_"+id, started, t0, driver, string(estimate), started.Add(-5*time.Minute), started, started)
-			da = append(da, "(?, ?, ?)")
-			daArgs = append(daArgs, driver, id, t0)
+			da = append(da, "(?, ?, ?, ?)")
+			daArgs = append(daArgs, id, driver, started, started.Add(2*time.Hour))
 			cs[i] = dispatch.Change{BookingID: id, From: []dispatch.Status{dispatch.StatusInProgress}, To: dispatch.StatusCompleted,
 				Version: 4, Driver: &dispatch.DriverRef{ID: driver}, Fare: &final, Route: route, Actor: "driver:" + driver, At: ended}
 		}
@@ -181,7 +181,7 @@ func inProgress(b *testing.B, raw *sql.DB, run string, n int, route *dispatch.Ro
 			arrived_at, started_at, cancel_reason, version, updated_at) VALUES `+strings.Join(bk, ", "), bkArgs...); err != nil {
 			b.Fatal(err)
 		}
-		if _, err := raw.Exec("INSERT INTO driver_active (driver_id, booking_id, since) VALUES "+strings.Join(da, ", "), daArgs...); err != nil {
+		if _, err := raw.Exec("INSERT INTO driver_blocks (booking_id, driver_id, start_at, end_at) VALUES "+strings.Join(da, ", "), daArgs...); err != nil {
 			b.Fatal(err)
 		}
 	}

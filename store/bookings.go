@@ -18,13 +18,17 @@ import (
 //
 // Beyond the main line it allows: scheduled -> assigned (a dispatcher's manual assignment ahead
 // of time), assigned or arrived -> searching (the driver cancels; the driver is cleared), and
-// cancelled from every state before completed.
+// cancelled from every state before completed, and unfulfilled -> searching (a retry) or
+// cancelled (given up).
 var next = map[dispatch.Status][]dispatch.Status{
 	dispatch.StatusScheduled:  {dispatch.StatusSearching, dispatch.StatusAssigned, dispatch.StatusCancelled},
 	dispatch.StatusSearching:  {dispatch.StatusAssigned, dispatch.StatusCancelled, dispatch.StatusUnfulfilled},
 	dispatch.StatusAssigned:   {dispatch.StatusArrived, dispatch.StatusSearching, dispatch.StatusCancelled},
 	dispatch.StatusArrived:    {dispatch.StatusInProgress, dispatch.StatusSearching, dispatch.StatusCancelled},
 	dispatch.StatusInProgress: {dispatch.StatusCompleted, dispatch.StatusCancelled},
+	// An unfulfilled booking searches again when its customer or a dispatcher retries it, or
+	// is cancelled for good.
+	dispatch.StatusUnfulfilled: {dispatch.StatusSearching, dispatch.StatusCancelled},
 }
 
 // canMove reports whether the state machine allows from -> to.
@@ -35,7 +39,8 @@ const activeStatuses = "'assigned', 'arrived', 'in_progress'"
 
 const bookingCols = `id, status, customer_id, pickup_lat, pickup_lng, pickup_address, hours, start_at,
 	created_at, transmission, driver_id, driver_name, driver_rating, otp, fare, arrived_at, started_at,
-	ended_at, cancel_reason, version, distance_m, route_points` + moneyCols
+	ended_at, cancel_reason, version, distance_m, route_points, otp_wrong, otp_locked_until, retried_at,
+	travel_buffer_minutes` + moneyCols
 
 // moneyCols are the columns of cities and prices (00010_money.sql), scanned by moneyDest (money.go).
 const moneyCols = `, city, surge_bp, assigned_at, cancellation_fee_paise`
@@ -51,11 +56,13 @@ func scanBooking(s scanner, extra ...any) (dispatch.Booking, error) {
 		fare                          []byte
 		arrivedAt, startedAt, endedAt sql.NullTime
 		distance, points              sql.NullInt64
+		otpLocked, retried            sql.NullTime
 		money                         moneyDest
 	)
 	dest := append(extra, &b.ID, &status, &b.CustomerID, &b.Pickup.Lat, &b.Pickup.Lng, &b.Pickup.Address,
 		&b.Hours, &b.StartAt, &b.CreatedAt, &transmission, &driverID, &driverName, &driverRating, &b.OTP,
-		&fare, &arrivedAt, &startedAt, &endedAt, &b.CancelReason, &b.Version, &distance, &points)
+		&fare, &arrivedAt, &startedAt, &endedAt, &b.CancelReason, &b.Version, &distance, &points,
+		&b.OTPWrong, &otpLocked, &retried, &b.TravelBufferMinutes)
 	dest = append(dest, money.dest(&b)...)
 	if err := s.Scan(dest...); err != nil {
 		return dispatch.Booking{}, err
@@ -72,6 +79,7 @@ func scanBooking(s scanner, extra ...any) (dispatch.Booking, error) {
 	b.ArrivedAt, b.StartedAt, b.EndedAt = timePtr(arrivedAt), timePtr(startedAt), timePtr(endedAt)
 	b.DistanceM, b.RoutePoints = intPtr(distance), intPtr(points)
 	money.set(&b)
+	b.OTPLockedUntil, b.RetriedAt = timePtr(otpLocked), timePtr(retried)
 	return b, nil
 }
 
@@ -119,6 +127,8 @@ func (d *DB) CreateBooking(ctx context.Context, nb dispatch.NewBooking) (dispatc
 		Version:    1,
 		City:       nb.City,
 		Surge:      surgeOf(surgeBP(nb.Surge)),
+
+		TravelBufferMinutes: nb.TravelBufferMinutes,
 	}
 	if nb.StartAt.IsZero() {
 		b.StartAt = created
@@ -148,9 +158,10 @@ func (d *DB) CreateBooking(ctx context.Context, nb dispatch.NewBooking) (dispatc
 		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO bookings (id, status, prev_status, customer_id,
 			pickup_lat, pickup_lng, pickup_address, hours, start_at, created_at, transmission, otp, fare,
-			cancel_reason, version, updated_at, city, surge_bp) VALUES (?, ?, '', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', 1, ?, ?, ?)`,
+			cancel_reason, version, updated_at, city, surge_bp, travel_buffer_minutes)
+			VALUES (?, ?, '', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', 1, ?, ?, ?, ?)`,
 			b.ID, b.Status, b.CustomerID, b.Pickup.Lat, b.Pickup.Lng, b.Pickup.Address, b.Hours, b.StartAt,
-			b.CreatedAt, b.Car.Transmission, b.OTP, string(fare), created, b.City, surgeBP(b.Surge))
+			b.CreatedAt, b.Car.Transmission, b.OTP, string(fare), created, b.City, surgeBP(b.Surge), b.TravelBufferMinutes)
 		if err != nil {
 			return translate(err)
 		}
@@ -206,6 +217,9 @@ func validNewBooking(nb dispatch.NewBooking) error {
 	}
 	if nb.Hours < 1 {
 		return fmt.Errorf("hours %d: %w", nb.Hours, dispatch.ErrInvalid)
+	}
+	if nb.TravelBufferMinutes < 0 {
+		return fmt.Errorf("travel buffer %d minutes: %w", nb.TravelBufferMinutes, dispatch.ErrInvalid)
 	}
 	return nil
 }
@@ -264,10 +278,15 @@ func (d *DB) DueScheduled(ctx context.Context, before time.Time, n int) ([]dispa
 	return bs, nil
 }
 
-// ActiveBookingOf returns the driver's active booking (assigned, arrived, in_progress), or ErrNotFound.
+// ActiveBookingOf returns the driver's current booking, or ErrNotFound: the one arrived or in
+// progress, else the assigned one that starts first, if it starts within dispatch.DueWithin of
+// now. Found through the driver's calendar blocks, so a driver's long history costs nothing.
 func (d *DB) ActiveBookingOf(ctx context.Context, driverID string) (dispatch.Booking, error) {
 	b, err := scanBooking(d.db.QueryRowContext(ctx, "SELECT "+bookingCols+` FROM bookings
-		WHERE id = (SELECT booking_id FROM driver_active WHERE driver_id = ?)`, driverID))
+		WHERE id IN (SELECT booking_id FROM driver_blocks WHERE driver_id = ?)
+		AND (status IN ('arrived', 'in_progress') OR (status = 'assigned' AND start_at <= ?))
+		ORDER BY CASE status WHEN 'assigned' THEN 1 ELSE 0 END, start_at, id LIMIT 1`,
+		driverID, now().Add(dispatch.DueWithin)))
 	if err != nil {
 		return dispatch.Booking{}, fmt.Errorf("active booking of driver %s: %w", driverID, translate(err))
 	}
@@ -306,13 +325,13 @@ func limit(n, def, most int) int {
 }
 
 // Transition applies a Change as one conditional UPDATE of the booking, in one transaction with
-// the driver_active row it implies, its audit row and its outbox event.
+// the calendar block it implies (see book), its audit row and its outbox event.
 //
 // Only the moves of the state machine (see next) out of the states in c.From are tried (an empty
 // From means every state the machine allows out of); a booking in any other state, at another
 // version, or with another driver than c.Driver answers ErrConflict and is left as it was. Moving
-// to assigned needs c.Driver and answers ErrConflict when that driver already holds an active
-// booking. Moving to searching always clears the driver. The change stamps arrived_at, started_at
+// to assigned needs c.Driver and answers ErrConflict when the booking's block overlaps one of
+// that driver's. c.NotOTPLocked refuses a booking OTP-locked at c.At with ErrOTPLocked. Moving to searching always clears the driver. The change stamps arrived_at, started_at
 // or ended_at (completed, or cancelled once started) with c.At (now when zero), keeps c.Reason as
 // the cancel reason when cancelling, and replaces the fare when c.Fare is set. Completing records
 // the trip in the same transaction (see Trip): c.Route, the times and the final fare; the booking
@@ -352,27 +371,20 @@ func transition(ctx context.Context, tx *sql.Tx, c dispatch.Change) (dispatch.Bo
 		return dispatch.Booking{}, err
 	}
 	at := dbTime(c.At)
-	if c.To == dispatch.StatusAssigned {
-		_, err := tx.ExecContext(ctx, "INSERT INTO driver_active (driver_id, booking_id, since) VALUES (?, ?, ?)",
-			c.Driver.ID, c.BookingID, at)
-		if isErrno(err, errDupEntry) {
-			return dispatch.Booking{}, withKind(dispatch.ErrConflict,
-				fmt.Errorf("driver %s already holds an active booking", c.Driver.ID))
-		}
-		if err != nil {
-			return dispatch.Booking{}, translate(err)
-		}
-	} else if !c.To.Active() {
-		if _, err := tx.ExecContext(ctx, "DELETE FROM driver_active WHERE booking_id = ?", c.BookingID); err != nil {
-			return dispatch.Booking{}, translate(err)
-		}
-	}
-
 	var prev string
 	b, err := scanBooking(tx.QueryRowContext(ctx, "SELECT prev_status, "+bookingCols+" FROM bookings WHERE id = ?",
 		c.BookingID), &prev)
 	if err != nil {
 		return dispatch.Booking{}, translate(err)
+	}
+	if c.To == dispatch.StatusAssigned {
+		if err := book(ctx, tx, c.Driver.ID, b); err != nil {
+			return dispatch.Booking{}, err
+		}
+	} else if !c.To.Active() {
+		if _, err := tx.ExecContext(ctx, "DELETE FROM driver_blocks WHERE booking_id = ?", c.BookingID); err != nil {
+			return dispatch.Booking{}, translate(err)
+		}
 	}
 	w := newWrites()
 	if err := w.change(b, dispatch.Status(prev), c.Actor, c.Reason, at); err != nil {
@@ -403,7 +415,7 @@ func apply(ctx context.Context, tx *sql.Tx, c dispatch.Change) error {
 	from := c.From
 	if len(from) == 0 {
 		from = []dispatch.Status{dispatch.StatusScheduled, dispatch.StatusSearching, dispatch.StatusAssigned,
-			dispatch.StatusArrived, dispatch.StatusInProgress}
+			dispatch.StatusArrived, dispatch.StatusInProgress, dispatch.StatusUnfulfilled}
 	}
 	var allowed []any
 	for _, s := range from {
@@ -442,6 +454,9 @@ func apply(ctx context.Context, tx *sql.Tx, c dispatch.Change) error {
 	if c.ClearDriver || c.To == dispatch.StatusSearching {
 		set = append(set, "driver_id = NULL", "driver_name = NULL", "driver_rating = NULL", "assigned_at = NULL")
 	}
+	if c.Retry {
+		set, args = append(set, "retried_at = ?", "otp_wrong = 0"), append(args, at)
+	}
 	if c.Fare != nil {
 		fare, err := json.Marshal(c.Fare)
 		if err != nil {
@@ -457,6 +472,9 @@ func apply(ctx context.Context, tx *sql.Tx, c dispatch.Change) error {
 	}
 	if c.Driver != nil && c.To != dispatch.StatusAssigned {
 		q, args = q+" AND driver_id = ?", append(args, c.Driver.ID)
+	}
+	if c.NotOTPLocked {
+		q, args = q+" AND (otp_locked_until IS NULL OR otp_locked_until <= ?)", append(args, at)
 	}
 	res, err := tx.ExecContext(ctx, q, args...)
 	if err != nil {
@@ -520,8 +538,9 @@ func refused(ctx context.Context, tx *sql.Tx, c dispatch.Change) error {
 	var status string
 	var version int64
 	var driverID sql.NullString
-	err := tx.QueryRowContext(ctx, "SELECT status, version, driver_id FROM bookings WHERE id = ?", c.BookingID).
-		Scan(&status, &version, &driverID)
+	var locked sql.NullTime
+	err := tx.QueryRowContext(ctx, "SELECT status, version, driver_id, otp_locked_until FROM bookings WHERE id = ?", c.BookingID).
+		Scan(&status, &version, &driverID, &locked)
 	if err != nil {
 		return translate(err)
 	}
@@ -536,6 +555,9 @@ func refused(ctx context.Context, tx *sql.Tx, c dispatch.Change) error {
 		why = fmt.Sprintf("booking is at version %d, not %d", version, c.Version)
 	case c.Driver != nil && c.To != dispatch.StatusAssigned && driverID.String != c.Driver.ID:
 		why = fmt.Sprintf("booking's driver is not %s", c.Driver.ID)
+	case c.NotOTPLocked && locked.Valid && locked.Time.After(dbTime(c.At)):
+		return fmt.Errorf("trip start locked until %s after too many wrong OTPs: %w",
+			locked.Time.UTC().Format(time.RFC3339), dispatch.ErrOTPLocked)
 	}
 	return withKind(dispatch.ErrConflict, errors.New(why))
 }

@@ -37,6 +37,8 @@ var machine = map[[2]dispatch.Status]bool{
 	{dispatch.StatusArrived, dispatch.StatusCancelled}:     true,
 	{dispatch.StatusInProgress, dispatch.StatusCompleted}:  true,
 	{dispatch.StatusInProgress, dispatch.StatusCancelled}:  true,
+	{dispatch.StatusUnfulfilled, dispatch.StatusSearching}: true,
+	{dispatch.StatusUnfulfilled, dispatch.StatusCancelled}: true,
 }
 
 func TestCreateBookingRoundTrip(t *testing.T) {
@@ -207,7 +209,7 @@ func (e env) snap(t *testing.T, id string) snapshot {
 		b:      b,
 		events: e.count(t, "SELECT COUNT(*) FROM booking_events WHERE booking_id = ?", id),
 		outbox: e.count(t, "SELECT COUNT(*) FROM outbox WHERE booking_id = ?", id),
-		active: e.count(t, "SELECT COUNT(*) FROM driver_active WHERE booking_id = ?", id),
+		active: e.count(t, "SELECT COUNT(*) FROM driver_blocks WHERE booking_id = ?", id),
 		trips:  e.count(t, "SELECT COUNT(*) FROM trips WHERE booking_id = ?", id),
 	}
 }
@@ -278,7 +280,7 @@ func TestTransitionMatrix(t *testing.T) {
 							wantActive = 1
 						}
 						if after.active != wantActive {
-							t.Errorf("driver_active rows: got %d, want %d", after.active, wantActive)
+							t.Errorf("driver_blocks rows: got %d, want %d", after.active, wantActive)
 						}
 						wantTrips := 0
 						if to == dispatch.StatusCompleted {
@@ -499,12 +501,15 @@ func TestInvariantViolationsSeesForgedRows(t *testing.T) {
 	eachBackend(t, func(t *testing.T, e env) {
 		ctx := context.Background()
 		a, b, c := create(t, e, false), create(t, e, false), create(t, e, false)
-		// Behind the store's back: two active bookings for one driver, one active without a driver.
+		// Behind the store's back: two active bookings for one driver with overlapping blocks,
+		// one active without a driver.
 		for _, q := range []struct {
 			sql  string
 			args []any
 		}{
 			{"UPDATE bookings SET status = 'assigned', driver_id = 'dr_forged' WHERE id IN (?, ?)", []any{a.ID, b.ID}},
+			{"INSERT INTO driver_blocks (booking_id, driver_id, start_at, end_at) VALUES (?, 'dr_forged', ?, ?), (?, 'dr_forged', ?, ?)",
+				[]any{a.ID, t0, t0.Add(2 * time.Hour), b.ID, t0.Add(time.Hour), t0.Add(3 * time.Hour)}},
 			{"UPDATE bookings SET status = 'in_progress' WHERE id = ?", []any{c.ID}},
 		} {
 			if _, err := e.raw.Exec(q.sql, q.args...); err != nil {
@@ -518,13 +523,17 @@ func TestInvariantViolationsSeesForgedRows(t *testing.T) {
 		if _, err := e.raw.Exec("UPDATE bookings SET status = 'cancelled' WHERE id IN (?, ?, ?)", a.ID, b.ID, c.ID); err != nil {
 			t.Fatal(err)
 		}
+		if _, err := e.raw.Exec("DELETE FROM driver_blocks WHERE driver_id = 'dr_forged'"); err != nil {
+			t.Fatal(err)
+		}
 	})
 }
 
 func TestDrivers(t *testing.T) {
 	eachBackend(t, func(t *testing.T, e env) {
 		ctx := context.Background()
-		p := dispatch.DriverProfile{ID: id("dr"), Name: "Suresh", Rating: 4.2, Transmissions: []dispatch.Transmission{dispatch.Manual}}
+		p := dispatch.DriverProfile{ID: id("dr"), Name: "Suresh", Rating: 4.2, Transmissions: []dispatch.Transmission{dispatch.Manual},
+			Phone: "+919800000001", LicenceNo: "KA0120190001234", LicenceExpires: "2031-06-30", Cities: []string{"bengaluru"}}
 		if _, err := e.db.Driver(ctx, p.ID); !errors.Is(err, dispatch.ErrNotFound) {
 			t.Errorf("Driver(unknown): got %v, want ErrNotFound", err)
 		}
@@ -533,6 +542,8 @@ func TestDrivers(t *testing.T) {
 			func(p *dispatch.DriverProfile) {
 				p.Rating = 4.6
 				p.Transmissions = append(p.Transmissions, dispatch.Automatic)
+				p.Verified, p.Suspended = true, true
+				p.Cities = append(p.Cities, "mysuru")
 			},
 		} {
 			change(&p)

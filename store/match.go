@@ -135,31 +135,15 @@ func bookingColsOf(alias string) string {
 	return strings.Join(cols, ", ")
 }
 
-// resumeQuery is a driver's active booking, open offers with their bookings, and whether
-// the driver has a profile, in one statement: a socket's hello costs one query (it cost four,
-// and thousands of drivers connecting at once queued the matcher behind them). Every column has
-// a name of its own: go-mysql-server merges the branches' columns by name.
+// resumeQuery is what a driver's socket resumes: the candidates for its current booking (as
+// ActiveBookingOf chooses) and its open offers with their bookings, in one statement: a
+// socket's hello costs one query (it cost four, and thousands of drivers connecting at once
+// queued the matcher behind them). Every column has a name of its own: go-mysql-server merges
+// the branches' columns by name.
 var resumeQuery = func() string {
 	offer := []string{"o.id", "o.booking_id", "o.driver_id", "o.status", "o.distance_m", "o.region", "o.fence", "o.created_at", "o.expires_at"}
 	noOffer := []string{"''", "''", "''", "''", "0", "''", "0", "b.created_at", "b.created_at"}
 	book := strings.Split(bookingColsOf("b"), ", ")
-	// The profile row's booking columns: values of the columns' types that scanBooking takes.
-	blank := map[string]string{"id": "d.id", "status": "''", "customer_id": "''", "pickup_lat": "0", "pickup_lng": "0",
-		"pickup_address": "''", "hours": "0", "start_at": "d.created_at", "created_at": "d.created_at", "transmission": "''",
-		"otp": "''", "fare": "'{}'", "cancel_reason": "''", "version": "0", "city": "''", "surge_bp": "0",
-		"cancellation_fee_paise": "0",
-		// Typed NULLs: go-mysql-server gives a union's column the type of text where a branch has a
-		// bare NULL, and a time would come back as bytes.
-		"arrived_at": "CAST(NULL AS DATETIME(3))", "started_at": "CAST(NULL AS DATETIME(3))",
-		"ended_at": "CAST(NULL AS DATETIME(3))", "assigned_at": "CAST(NULL AS DATETIME(3))"}
-	var noBook []string
-	for _, c := range strings.Split(bookingCols, ",") {
-		v, ok := blank[strings.TrimSpace(c)]
-		if !ok {
-			v = "NULL" // a nullable column
-		}
-		noBook = append(noBook, v)
-	}
 	sel := func(kind string, cols ...[]string) string {
 		out := []string{"'" + kind + "' AS c0"}
 		n := 1
@@ -171,17 +155,16 @@ var resumeQuery = func() string {
 		}
 		return "SELECT " + strings.Join(out, ", ")
 	}
-	noOfferOfDriver := append([]string(nil), noOffer...)
-	noOfferOfDriver[7], noOfferOfDriver[8] = "d.created_at", "d.created_at"
-	return sel("a", noOffer, book) + ` FROM bookings b WHERE b.id = (SELECT booking_id FROM driver_active WHERE driver_id = ?)
-	UNION ALL ` + sel("o", offer, book) + ` FROM offers o JOIN bookings b ON b.id = o.booking_id WHERE o.driver_id = ? AND o.status = 'open'
-	UNION ALL ` + sel("p", noOfferOfDriver, noBook) + ` FROM drivers d WHERE d.id = ?`
+	return sel("a", noOffer, book) + ` FROM bookings b
+	WHERE b.id IN (SELECT booking_id FROM driver_blocks WHERE driver_id = ?)
+	AND (b.status IN ('arrived', 'in_progress') OR (b.status = 'assigned' AND b.start_at <= ?))
+	UNION ALL ` + sel("o", offer, book) + ` FROM offers o JOIN bookings b ON b.id = o.booking_id WHERE o.driver_id = ? AND o.status = 'open'`
 }()
 
 // Resume implements dispatch.BookingStore.
 func (d *DB) Resume(ctx context.Context, driverID string) (dispatch.Resume, error) {
 	var r dispatch.Resume
-	rows, err := d.db.QueryContext(ctx, resumeQuery, driverID, driverID, driverID)
+	rows, err := d.db.QueryContext(ctx, resumeQuery, driverID, now().Add(dispatch.DueWithin), driverID)
 	if err != nil {
 		return r, fmt.Errorf("resume driver %s: %w", driverID, translate(err))
 	}
@@ -193,12 +176,12 @@ func (d *DB) Resume(ctx context.Context, driverID string) (dispatch.Resume, erro
 		if err != nil {
 			return dispatch.Resume{}, fmt.Errorf("resume driver %s: %w", driverID, translate(err))
 		}
-		switch kind {
-		case "a":
-			r.Active = &b
-			continue
-		case "p":
-			r.Known = true
+		if kind == "a" {
+			// As ActiveBookingOf: one arrived or in progress first, else the assigned one that
+			// starts first.
+			if r.Active == nil || activeBefore(b, *r.Active) {
+				r.Active = &b
+			}
 			continue
 		}
 		o.Status = dispatch.OfferStatus(status)
@@ -209,4 +192,14 @@ func (d *DB) Resume(ctx context.Context, driverID string) (dispatch.Resume, erro
 		return dispatch.Resume{}, fmt.Errorf("resume driver %s: %w", driverID, translate(err))
 	}
 	return r, nil
+}
+
+func activeBefore(a, b dispatch.Booking) bool {
+	if (a.Status == dispatch.StatusAssigned) != (b.Status == dispatch.StatusAssigned) {
+		return b.Status == dispatch.StatusAssigned
+	}
+	if !a.StartAt.Equal(b.StartAt) {
+		return a.StartAt.Before(b.StartAt)
+	}
+	return a.ID < b.ID
 }

@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -74,9 +73,9 @@ func (d *DB) CreateOffer(ctx context.Context, o dispatch.Offer) error {
 
 // AcceptOffer, in one transaction: the offer must be open, belong to driver and not have expired
 // at `at`; it becomes accepted and its booking goes searching -> assigned to driver, with the
-// driver_active row, the audit row and the outbox event. ErrNotFound for an unknown offer,
+// calendar block, the audit row and the outbox event. ErrNotFound for an unknown offer,
 // ErrConflict for any other refusal (offer not open, not this driver's, expired, booking no longer
-// searching, driver already holding an active booking); nothing changes then. Failures of the
+// searching, its block overlapping one of the driver's); nothing changes then. Failures of the
 // database itself keep their own kind (ErrUnavailable...).
 func (d *DB) AcceptOffer(ctx context.Context, offerID string, driver dispatch.DriverRef, at time.Time) (dispatch.Booking, error) {
 	at = dbTime(at)
@@ -226,49 +225,4 @@ func (d *DB) DeclinedBy(ctx context.Context, bookingID string) ([]string, error)
 		return nil, fmt.Errorf("declined offers of booking %s: %w", bookingID, translate(err))
 	}
 	return ids, nil
-}
-
-// Driver returns a driver's profile, or ErrNotFound.
-func (d *DB) Driver(ctx context.Context, id string) (dispatch.DriverProfile, error) {
-	var p dispatch.DriverProfile
-	var tr []byte
-	err := d.db.QueryRowContext(ctx, "SELECT id, name, rating, transmissions FROM drivers WHERE id = ?", id).
-		Scan(&p.ID, &p.Name, &p.Rating, &tr)
-	if err != nil {
-		return dispatch.DriverProfile{}, fmt.Errorf("driver %s: %w", id, translate(err))
-	}
-	if err := json.Unmarshal(tr, &p.Transmissions); err != nil {
-		return dispatch.DriverProfile{}, fmt.Errorf("driver %s: transmissions: %w", id, err)
-	}
-	return p, nil
-}
-
-// UpsertDriver creates or updates a driver's profile. ErrInvalid for a profile the schema cannot hold.
-func (d *DB) UpsertDriver(ctx context.Context, p dispatch.DriverProfile) error {
-	if err := checkLen("driver id", p.ID, 64, true); err != nil {
-		return fmt.Errorf("upsert driver: %w", err)
-	}
-	if err := checkLen("driver name", p.Name, 200, false); err != nil {
-		return fmt.Errorf("upsert driver %s: %w", p.ID, err)
-	}
-	trs := p.Transmissions
-	if trs == nil {
-		trs = []dispatch.Transmission{}
-	}
-	tr, err := json.Marshal(trs)
-	if err != nil {
-		return fmt.Errorf("upsert driver %s: %w", p.ID, err)
-	}
-	if err := checkLen("transmissions", string(tr), 200, false); err != nil {
-		return fmt.Errorf("upsert driver %s: %w", p.ID, err)
-	}
-	t := now()
-	_, err = d.db.ExecContext(ctx, `INSERT INTO drivers (id, name, rating, transmissions, created_at, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE name = VALUES(name), rating = VALUES(rating),
-		transmissions = VALUES(transmissions), updated_at = VALUES(updated_at)`,
-		p.ID, p.Name, p.Rating, string(tr), t, t)
-	if err != nil {
-		return fmt.Errorf("upsert driver %s: %w", p.ID, translate(err))
-	}
-	return nil
 }

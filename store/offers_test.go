@@ -132,7 +132,7 @@ func TestAcceptOffer(t *testing.T) {
 						got.Status, got.Driver, stored.Status, driver)
 				}
 				if after.events != before.events+1 || after.outbox != before.outbox+1 || after.active != 1 {
-					t.Errorf("accepted: got +%d audit, +%d outbox, %d driver_active rows; want +1, +1, 1",
+					t.Errorf("accepted: got +%d audit, +%d outbox, %d driver_blocks rows; want +1, +1, 1",
 						after.events-before.events, after.outbox-before.outbox, after.active)
 				}
 				// Accepting again is a conflict and changes nothing.
@@ -233,7 +233,7 @@ func TestAcceptRaces(t *testing.T) {
 			}
 			s := e.snap(t, b.ID)
 			if s.b.Version != 2 || s.events != 2 || s.outbox != 2 || s.active != 1 {
-				t.Errorf("after the race: got version %d, %d audit rows, %d outbox rows, %d driver_active; want 2, 2, 2, 1",
+				t.Errorf("after the race: got version %d, %d audit rows, %d outbox rows, %d driver_blocks; want 2, 2, 2, 1",
 					s.b.Version, s.events, s.outbox, s.active)
 			}
 		})

@@ -209,16 +209,18 @@ func (d *DB) PruneOutbox(ctx context.Context, before time.Time) (int64, error) {
 	}
 }
 
-// InvariantViolations counts, in one query, the drivers holding more than one active booking
-// (assigned, arrived, in_progress) plus the active bookings without a driver. It must always be
-// 0; ops alert on anything else.
+// InvariantViolations counts, in one query, the drivers whose calendar blocks overlap, plus
+// the active bookings (assigned, arrived, in_progress) without a driver or without their
+// driver's block. It must always be 0; ops alert on anything else.
 func (d *DB) InvariantViolations(ctx context.Context) (int, error) {
 	var n int
 	err := d.db.QueryRowContext(ctx, `SELECT
-		(SELECT COUNT(*) FROM (SELECT driver_id FROM bookings
-			WHERE status IN (`+activeStatuses+`) AND driver_id IS NOT NULL
-			GROUP BY driver_id HAVING COUNT(*) > 1) AS doubled)
-		+ (SELECT COUNT(*) FROM bookings WHERE status IN (`+activeStatuses+`) AND driver_id IS NULL)`).Scan(&n)
+		(SELECT COUNT(DISTINCT a.driver_id) FROM driver_blocks a JOIN driver_blocks b
+			ON a.driver_id = b.driver_id AND a.booking_id < b.booking_id
+			AND a.start_at < b.end_at AND b.start_at < a.end_at)
+		+ (SELECT COUNT(*) FROM bookings WHERE status IN (`+activeStatuses+`) AND (driver_id IS NULL
+			OR NOT EXISTS (SELECT 1 FROM driver_blocks k WHERE k.booking_id = bookings.id
+				AND k.driver_id = bookings.driver_id)))`).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("count invariant violations: %w", translate(err))
 	}

@@ -5,9 +5,10 @@
 // migrations/*.sql).
 //
 // It must not hold business rules beyond what keeps the data true: every change of a booking is one
-// conditional UPDATE, made in one transaction with its audit row and its outbox event; the
-// driver_active table's unique keys make it impossible for a driver to hold two active bookings,
-// whatever the callers do. Driver errors are translated into dispatch's errors (ErrNotFound,
+// conditional UPDATE, made in one transaction with its audit row and its outbox event; an
+// assignment puts the booking's block in the driver's calendar (driver_blocks) under a lock of
+// the driver's calendar row, which makes it impossible for a driver to hold two overlapping
+// bookings, whatever the callers do (book, in people.go). Driver errors are translated into dispatch's errors (ErrNotFound,
 // ErrConflict, ErrInvalid, ErrUnavailable); the original error stays in the chain for errors.As.
 //
 // All methods of DB are safe for concurrent use by many goroutines and many processes.

@@ -85,7 +85,7 @@ func (d *DB) completeTrips(ctx context.Context, cs []dispatch.Change) (bookings 
 			return nil
 		}
 		in := "(?" + strings.Repeat(", ?", len(ids)-1) + ")"
-		if _, err := tx.ExecContext(ctx, "DELETE FROM driver_active WHERE booking_id IN "+in, ids...); err != nil {
+		if _, err := tx.ExecContext(ctx, "DELETE FROM driver_blocks WHERE booking_id IN "+in, ids...); err != nil {
 			return translate(err)
 		}
 		type read struct {

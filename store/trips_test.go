@@ -225,8 +225,8 @@ func TestCompleteTrips(t *testing.T) {
 				AND to_status = 'completed' AND version = ?`, b.ID, b.Version+1); n != 1 {
 				t.Errorf("audit row of completion %d: got %d, want 1", i, n)
 			}
-			if n := e.count(t, "SELECT COUNT(*) FROM driver_active WHERE booking_id = ?", b.ID); n != 0 {
-				t.Errorf("driver_active rows of completed booking %d: got %d, want 0", i, n)
+			if n := e.count(t, "SELECT COUNT(*) FROM driver_blocks WHERE booking_id = ?", b.ID); n != 0 {
+				t.Errorf("driver_blocks rows of completed booking %d: got %d, want 0", i, n)
 			}
 			if tr, err := e.db.Trip(ctx, b.ID); err != nil || tr.Route != route || !tr.EndedAt.Equal(cs[i].At) {
 				t.Errorf("trip %d: got %+v, %v; want the route, ended at %s", i, tr, err, cs[i].At)

@@ -16,8 +16,6 @@ const CELLS_KEY = 'dispatch.cells';
 const DEFAULT_CONFIG = { tiles: '', attribution: '', center: [12.97, 77.59], zoom: 12 };
 const BACKOFF_MIN_MS = 1000;
 const BACKOFF_MAX_MS = 15000;
-const NEARBY_RADIUS_M = 3000;
-const NEARBY_LIMIT = 10;
 
 // Bookings the queue lists, by urgency (lower first).
 const QUEUE_RANK = { unfulfilled: 0, searching: 1, scheduled: 2 };
@@ -45,6 +43,11 @@ const ui = {
   detailTitle: $('detail-title'),
   detailFields: $('detail-fields'),
   detailClose: $('detail-close'),
+  detailActions: $('detail-actions'),
+  driverBox: $('driver-box'),
+  driverInfo: $('driver-info'),
+  driverCalendar: $('driver-calendar'),
+  history: $('history'),
   candidates: $('candidates'),
   candidatesMessage: $('candidates-message'),
   bookingList: $('booking-list'),
@@ -189,6 +192,10 @@ const cells = new Map();
 let cellRes = null;
 let selectedId = null;
 let candidatesAbort = null;
+/** driver id -> { name, rating }, from GET /v1/drivers: live updates carry no names. */
+const profiles = new Map();
+/** What the detail's history and driver box were loaded for (reloaded when it changes). */
+let detailKey = '';
 
 const conn = {
   ws: null,
@@ -235,6 +242,31 @@ async function signIn(raw) {
   conn.backoff = BACKOFF_MIN_MS;
   conn.attempt = 0;
   connect();
+  loadProfiles();
+}
+
+/** Loads drivers' names and ratings (the snapshot has them; later updates do not). */
+async function loadProfiles() {
+  let res;
+  try {
+    res = await api('/v1/drivers?limit=1000');
+  } catch {
+    return; // names are a nicety: ids remain
+  }
+  for (const p of res && Array.isArray(res.drivers) ? res.drivers : []) {
+    if (p && typeof p.id === 'string') profiles.set(p.id, { name: String(p.name || ''), rating: p.rating });
+  }
+  // The canvas looks names up when it needs them (the popup, dispatchMap.drawn()).
+}
+setInterval(() => { if (token) loadProfiles(); }, 60000);
+
+function nameOf(v) {
+  return v.name || (profiles.get(v.id) || {}).name || '';
+}
+
+function ratingOf(v) {
+  const r = isNum(v.rating) ? v.rating : (profiles.get(v.id) || {}).rating;
+  return isNum(r) && r > 0 ? ` ★${r.toFixed(1)}` : '';
 }
 
 /** Leaves the map: drops the token, the socket and every marker, and shows the form. */
@@ -694,7 +726,7 @@ const DriverDots = L && L.Layer.extend({
     }
     return best;
   },
-  /** Every driver inside the view, as drawn: {id, state, x, y} in container pixels. */
+  /** Every driver inside the view, as drawn: {id, state, name, x, y} in container pixels. */
   drawn() {
     const { x: ox, y: oy } = this._offset();
     const size = this._map.getSize();
@@ -702,7 +734,7 @@ const DriverDots = L && L.Layer.extend({
     for (const e of drivers.values()) {
       const x = e.px + ox;
       const y = e.py + oy;
-      if (x >= 0 && y >= 0 && x <= size.x && y <= size.y) out.push({ id: e.d.id, state: e.d.state, x, y });
+      if (x >= 0 && y >= 0 && x <= size.x && y <= size.y) out.push({ id: e.d.id, state: e.d.state, name: nameOf(e.d), x, y });
     }
     return out;
   },
@@ -740,6 +772,8 @@ function upsertDriver(v) {
     driverLayer.redraw();
     return true;
   }
+  // Updates carry no name: keep the snapshot's.
+  if (!v.name && e.d.name) v = { ...v, name: e.d.name, rating: e.d.rating };
   // Frames on one socket arrive in order, but a snapshot may race an update: newest wins.
   if (tNew < e.t) return true;
   const old = e.d;
@@ -768,10 +802,11 @@ function removeDriver(id) {
 function openDriverPopup(entry) {
   const v = entry.d;
   const box = el('div', 'popup');
-  box.append(el('strong', '', v.name || v.id));
+  box.append(el('strong', '', nameOf(v) || v.id));
   const dl = el('dl');
   const add = (k, val) => { dl.append(el('dt', '', k), el('dd', '', val)); };
   add('State', String(v.state || '').replace('_', ' '));
+  add('Rating', ratingOf(v).trim() || 'not rated yet');
   add('ID', v.id);
   const t = timeOf(v.updated_at);
   add('Seen', Number.isFinite(t) ? `${fmtDuration(Date.now() - t)} ago` : '—');
@@ -954,8 +989,8 @@ function selectBooking(id, pan) {
   }
   if (pan) map.setView([e.b.pickup.lat, e.b.pickup.lng], Math.max(map.getZoom(), 14));
   ui.detail.hidden = false;
+  detailKey = '';
   renderDetail();
-  loadCandidates(e.b);
 }
 
 function setSelectedClass(e, on) {
@@ -973,6 +1008,7 @@ function closeDetail() {
   highlightDriver(null);
   ui.detail.hidden = true;
   ui.candidates.replaceChildren();
+  detailKey = '';
 }
 ui.detailClose.addEventListener('click', closeDetail);
 
@@ -995,8 +1031,112 @@ function renderDetail() {
   add('Car', (b.car && b.car.transmission) || '—');
   add('Fare', fmtFare(b.fare));
   if (b.driver) add('Driver', `${b.driver.name || b.driver.id}${isNum(b.driver.rating) && b.driver.rating > 0 ? ` ★${b.driver.rating.toFixed(1)}` : ''}`);
+  if (b.otp_locked_until && timeOf(b.otp_locked_until) > Date.now()) add('OTP locked until', fmtClock(timeOf(b.otp_locked_until)));
   add('Customer', b.customer_id || '—');
   add('Booking', b.id);
+  renderActions(b);
+  const key = [b.id, b.status, b.driver ? b.driver.id : '', b.otp_locked_until || '', b.retried_at || ''].join('|');
+  if (key !== detailKey) {
+    detailKey = key;
+    loadHistory(b);
+    loadDriver(b);
+    loadCandidates(b);
+  }
+}
+
+// ---- follow-up: retry, cancel, the audit trail, the driver and their calendar
+
+const CANCELLABLE = new Set(['scheduled', 'searching', 'unfulfilled', 'assigned', 'arrived', 'in_progress']);
+
+function renderActions(b) {
+  ui.detailActions.replaceChildren();
+  if (b.status === 'unfulfilled') {
+    const retry = el('button', 'retry', 'Retry search');
+    retry.type = 'button';
+    retry.addEventListener('click', () => bookingAction(b, 'retry', retry));
+    ui.detailActions.append(retry);
+  }
+  if (CANCELLABLE.has(b.status)) {
+    const cancel = el('button', 'cancel secondary', 'Cancel booking');
+    cancel.type = 'button';
+    cancel.addEventListener('click', () => bookingAction(b, 'cancel', cancel));
+    ui.detailActions.append(cancel);
+  }
+}
+
+async function bookingAction(b, action, btn) {
+  btn.disabled = true;
+  try {
+    const nb = await api(`/v1/bookings/${encodeURIComponent(b.id)}/${action}`, {
+      method: 'POST',
+      body: action === 'cancel' ? { reason: 'cancelled by a dispatcher' } : undefined,
+    });
+    if (nb && nb.id) upsertBooking(nb);
+    scheduleCounts();
+    showNotice(action === 'retry' ? 'The booking searches again.' : 'The booking is cancelled.', 'info', 4000);
+  } catch (err) {
+    if (!token) return;
+    showNotice(`Could not ${action} the booking: ${err.message} (${err.code})`);
+    btn.disabled = false;
+  }
+}
+
+async function loadHistory(b) {
+  ui.history.replaceChildren(el('li', 'muted', 'Loading…'));
+  let res;
+  try {
+    res = await api(`/v1/bookings/${encodeURIComponent(b.id)}/events`);
+  } catch (err) {
+    if (selectedId === b.id) ui.history.replaceChildren(el('li', 'muted', `Could not load the history: ${err.message}`));
+    return;
+  }
+  if (selectedId !== b.id) return;
+  ui.history.replaceChildren();
+  for (const ev of res && Array.isArray(res.events) ? res.events : []) {
+    const li = el('li', 'event');
+    li.dataset.to = String(ev.to || '');
+    li.dataset.actor = String(ev.actor || '');
+    const move = `${ev.from ? `${String(ev.from).replace('_', ' ')} → ` : ''}${String(ev.to || '').replace('_', ' ')}`;
+    li.append(el('span', 'when', fmtClock(timeOf(ev.at))), el('span', 'move', move), el('span', 'who', String(ev.actor || '')));
+    if (ev.reason) li.append(el('span', 'why', String(ev.reason)));
+    ui.history.append(li);
+  }
+}
+
+async function loadDriver(b) {
+  if (!b.driver || !b.driver.id) {
+    ui.driverBox.hidden = true;
+    return;
+  }
+  const id = b.driver.id;
+  ui.driverBox.hidden = false;
+  ui.driverInfo.dataset.driverId = id;
+  ui.driverInfo.textContent = `${b.driver.name || id}${isNum(b.driver.rating) && b.driver.rating > 0 ? ` ★${b.driver.rating.toFixed(1)}` : ''}`;
+  ui.driverCalendar.replaceChildren();
+  const from = new Date(Date.now() - 12 * 3600e3).toISOString();
+  const to = new Date(Date.now() + 7 * 24 * 3600e3).toISOString();
+  let profile, cal;
+  try {
+    [profile, cal] = await Promise.all([
+      api(`/v1/drivers/${encodeURIComponent(id)}/profile`),
+      api(`/v1/drivers/${encodeURIComponent(id)}/calendar?${new URLSearchParams({ from, to })}`),
+    ]);
+  } catch (err) {
+    if (selectedId === b.id) ui.driverCalendar.replaceChildren(el('li', 'muted', `Could not load the driver: ${err.message}`));
+    return;
+  }
+  if (selectedId !== b.id) return;
+  const rating = profile && isNum(profile.rating) && profile.rating > 0 ? ` ★${profile.rating.toFixed(1)}` : ' · not rated yet';
+  const trips = profile && isNum(profile.trips) ? ` · ${profile.trips} trips` : '';
+  ui.driverInfo.textContent = `${(profile && profile.name) || b.driver.name || id}${rating}${trips}`;
+  const blocks = cal && Array.isArray(cal.blocks) ? cal.blocks : [];
+  if (!blocks.length) ui.driverCalendar.append(el('li', 'muted', 'No bookings in the coming week.'));
+  for (const k of blocks) {
+    const li = el('li', k.booking_id === b.id ? 'block this' : 'block',
+      `${fmtClock(timeOf(k.start_at))} – ${fmtClock(timeOf(k.end_at))}${k.booking_id === b.id ? ' (this booking)' : ''}`);
+    li.dataset.bookingId = String(k.booking_id || '');
+    ui.driverCalendar.append(li);
+  }
 }
 
 let highlighted = null;
@@ -1010,16 +1150,16 @@ async function loadCandidates(b) {
   const abort = new AbortController();
   candidatesAbort = abort;
   ui.candidates.replaceChildren();
-  ui.candidatesMessage.textContent = 'Looking for drivers within 3 km…';
-  const q = new URLSearchParams({
-    lat: String(b.pickup.lat),
-    lng: String(b.pickup.lng),
-    radius_m: String(NEARBY_RADIUS_M),
-    limit: String(NEARBY_LIMIT),
-  });
+  if (b.status !== 'searching' && b.status !== 'scheduled') {
+    ui.candidatesMessage.textContent = b.status === 'unfulfilled' ?
+      'Retry the search to assign it, or cancel it.' : 'Only a searching or scheduled booking is assigned by hand.';
+    return;
+  }
+  ui.candidatesMessage.textContent = 'Looking for free drivers whose calendar has room…';
   let list;
   try {
-    const res = await api(`/v1/drivers/nearby?${q}`, { signal: abort.signal });
+    // Online, free now, able to drive the car, with room in their calendar (the server decides).
+    const res = await api(`/v1/bookings/${encodeURIComponent(b.id)}/candidates`, { signal: abort.signal });
     list = res && Array.isArray(res.drivers) ? res.drivers : [];
   } catch (err) {
     if (abort.signal.aborted) return;
@@ -1027,7 +1167,7 @@ async function loadCandidates(b) {
     return;
   }
   if (abort.signal.aborted || selectedId !== b.id) return;
-  ui.candidatesMessage.textContent = list.length ? '' : 'No drivers within 3 km.';
+  ui.candidatesMessage.textContent = list.length ? '' : 'No free driver within 15 km has room for it.';
   for (const v of list) {
     if (!v || typeof v.id !== 'string') continue;
     ui.candidates.append(buildCandidate(b, v));
@@ -1039,7 +1179,7 @@ function buildCandidate(b, v) {
   li.dataset.driverId = v.id;
   li.dataset.state = String(v.state || '');
   const left = el('div');
-  const name = el('div', 'name', v.name || v.id);
+  const name = el('div', 'name', `${nameOf(v) || v.id}${ratingOf(v)}`);
   if (v.state && v.state !== 'available') name.append(el('span', 'cand-state', ` (${String(v.state).replace('_', ' ')})`));
   left.append(name);
   const dist = isNum(v.distance_m) ? v.distance_m :

@@ -12,9 +12,13 @@ import (
 
 // TestLiveMapInBrowser opens the live map in headless Chromium (Debian's package) driven by
 // playwright-core, against a server with simulated drivers (real Redis and MariaDB): drivers are
-// drawn and move, a new booking shows up, the map zooms from a street to all of India and back
-// and keeps moving, and it draws at least 30 frames a second (rAF over 10 s) with the fleet in
-// view. The screenshot is kept in testdata/ (and in the test's log on failure).
+// drawn and move, and a new booking shows up; drivers carry their names; an unfulfilled booking
+// is retried and then cancelled from the booking panel, whose audit trail shows each step; an
+// assigned booking's panel shows its driver's name, rating and calendar; the map zooms from a
+// street to all of India and back and keeps moving, and it draws at least 30 frames a second
+// (rAF over 10 s) with the fleet in view. Bookings give up searching at once here
+// (DISPATCH_MAX_SEARCH 200ms, under the 300 ms matching window), so the test's bookings become
+// unfulfilled without waiting. The screenshot is kept in testdata/ (and in the test's log on failure).
 // It needs /usr/bin/chromium and `npm ci` in api/web/e2e; .ci/run installs both.
 //
 // MAP_TEST_DRIVERS sets the simulated fleet (default 1000, at most 20000);
@@ -32,7 +36,8 @@ func TestLiveMapInBrowser(t *testing.T) {
 	if fleet == "" {
 		fleet = "1000"
 	}
-	s := startServer(t, "real", map[string]string{"DISPATCH_SIMULATE_DRIVERS": fleet, "DISPATCH_LOG_LEVEL": "info"})
+	s := startServer(t, "real", map[string]string{"DISPATCH_SIMULATE_DRIVERS": fleet, "DISPATCH_LOG_LEVEL": "info",
+		"DISPATCH_MAX_SEARCH": "200ms"})
 	shot, _ := filepath.Abs("testdata/live-map.png")
 	_ = os.MkdirAll(filepath.Dir(shot), 0o755)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)

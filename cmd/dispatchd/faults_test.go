@@ -163,6 +163,7 @@ func TestFaultRedisKilled(t *testing.T) {
 		t.Fatalf("watch: got error %s", code)
 	}
 
+	s.registerDriver(t, "rk-probe-driver")
 	before := faultActiveBookings(t, be.DirectDSN())
 	acked := l.ledger.stats().acked
 	be.redis.Kill()

@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// liveDriver connects a driver, puts it online at a point and returns its socket.
+// liveDriver connects a registered driver (registerDriver), puts it online at a point and returns its socket.
 func liveDriver(t *testing.T, s *server, id string, lat, lng float64) *client {
 	t.Helper()
 	d := s.mustDial(t, sign(t, "driver", id))
@@ -50,6 +50,8 @@ func TestDispatcherSeesOnlyItsArea(t *testing.T) {
 	inside, outside := "in-"+suffix, "out-"+suffix
 	// The area: a 2 km box; "outside" drives 5 km east of it, in the same region.
 	minLat, minLng, maxLat, maxLng := 12.95, 77.58, 12.968, 77.598
+	s.registerDriver(t, inside)
+	s.registerDriver(t, outside)
 	din := liveDriver(t, s, inside, 12.959, 77.589)
 	dout := liveDriver(t, s, outside, 12.959, 77.64)
 	time.Sleep(200 * time.Millisecond)
@@ -134,6 +136,7 @@ func TestFanOutAcrossGateways(t *testing.T) {
 	b := startServer(t, "real", shared)
 	suffix := fmt.Sprint(time.Now().UnixNano())
 	lat, lng := 13.02, 77.50+float64(time.Now().UnixNano()%1000)/40000
+	a.registerDriver(t, "fan-"+suffix)
 	drv := liveDriver(t, a, "fan-"+suffix, lat+0.002, lng)
 	ctok := sign(t, "customer", "fanc-"+suffix)
 	var bk booking

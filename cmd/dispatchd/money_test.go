@@ -37,10 +37,6 @@ type quoteAnswer struct {
 	ExpiresAt time.Time     `json:"expires_at"`
 }
 
-type apiError struct {
-	Error struct{ Code, Message string } `json:"error"`
-}
-
 func addsUp(f dispatch.Fare) bool {
 	var sum int64
 	for _, l := range f.Lines {

@@ -128,6 +128,7 @@ func TestMultiProcess(t *testing.T) {
 	suffix := fmt.Sprint(time.Now().UnixNano())
 	lat, lng := 12.93, 77.62
 	drvID := "mp-drv-" + suffix
+	apiProc.registerDriver(t, drvID)
 	drv := liveDriver(t, gwA.server, drvID, lat+0.002, lng)
 	ctok := sign(t, "customer", "mp-cust-"+suffix)
 	book := func(key string) booking {
@@ -175,6 +176,7 @@ func TestMultiProcess(t *testing.T) {
 	}
 	// A second driver on A holds an offer it has not answered yet.
 	drv2ID := "mp-drv2-" + suffix
+	apiProc.registerDriver(t, drv2ID)
 	drv2 := liveDriver(t, gwA.server, drv2ID, lat+0.03, lng)
 	var b3 booking
 	body := map[string]any{"pickup": map[string]any{"lat": lat + 0.031, "lng": lng}, "hours": 1, "car": map[string]string{"transmission": "manual"}}

@@ -66,7 +66,7 @@ func TestOutboxCrash(t *testing.T) {
 	driverID, customerID := "drv-crash-"+suffix, "cust-crash-"+suffix
 	dtok, ctok, staff := sign(t, "driver", driverID), sign(t, "customer", customerID), sign(t, "dispatcher", "ops-"+suffix)
 	if err := storetest.Open(t, dsn).UpsertDriver(ctx, dispatch.DriverProfile{ID: driverID, Name: "Ravi", Rating: 4.8,
-		Transmissions: []dispatch.Transmission{dispatch.Manual}}); err != nil {
+		Transmissions: []dispatch.Transmission{dispatch.Manual}, Verified: true, LicenceExpires: "2099-12-31"}); err != nil {
 		t.Fatal(err)
 	}
 	changes := 0

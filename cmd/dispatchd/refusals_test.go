@@ -33,6 +33,8 @@ func TestRefusals(t *testing.T) {
 		}
 	})
 
+	s.registerDriver(t, d1)
+	s.registerDriver(t, d2)
 	drv := s.mustDial(t, dtok1)
 	drv.expect("hello", 5*time.Second, nil)
 	if code := drv.reply(drv.send("status", map[string]string{"state": "online"})); code != "" {

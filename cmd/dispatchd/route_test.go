@@ -20,6 +20,7 @@ func TestTripRoute(t *testing.T) {
 	lat, lng := 12.80+float64(time.Now().UnixNano()%1000)/20000, 77.45
 
 	// The driver stays offline for the matcher; a dispatcher assigns it by hand.
+	s.registerDriver(t, driverID)
 	drv := s.mustDial(t, dtok)
 	drv.expect("hello", 5*time.Second, nil)
 	var b booking

@@ -51,6 +51,9 @@ func newSecWorld(t *testing.T, s *server) *secWorld {
 	for _, a := range secActors {
 		w.ids[a] = strings.ReplaceAll(a, " ", "-") + "-" + suffix
 		w.toks[a] = w.sign(roles[a], w.ids[a], time.Hour)
+		if roles[a] == "driver" {
+			s.registerDriver(t, w.ids[a])
+		}
 	}
 	return w
 }
@@ -132,6 +135,11 @@ func (w *secWorld) fixture(t *testing.T, state string) (b booking, done func()) 
 			done()
 			t.Fatalf("fixture %s: %s got %d %s, want 200", state, step, st, code)
 		}
+		if step == "assign" { // the customer sees the OTP once a driver is assigned
+			var seen booking
+			w.s.rest(t, "GET", "/v1/bookings/"+b.ID, w.toks["customer"], nil, nil, &seen)
+			b.OTP = seen.OTP
+		}
 	}
 	return b, done
 }
@@ -190,6 +198,8 @@ func testRESTMatrix(t *testing.T, w *secWorld) {
 	staffOnly := map[string]want{"driver": deny, "other driver": deny, "customer": deny, "other customer": deny, "dispatcher": ok, "admin": ok}
 	ownersAndStaff := map[string]want{"driver": ok, "other driver": none, "customer": ok, "other customer": none, "dispatcher": ok, "admin": ok}
 	itsDriver := map[string]want{"driver": ok, "other driver": none, "customer": deny, "other customer": deny, "dispatcher": deny, "admin": deny}
+	selfAndStaff := map[string]want{"driver": ok, "other driver": deny, "customer": deny, "other customer": deny, "dispatcher": ok, "admin": ok}
+	conflict := want{409, "conflict"}
 	fx := secFixture
 	tests := []struct {
 		// Every REST call of API.md (and its extensions) has a row: {id} is the fixture's
@@ -218,8 +228,23 @@ func testRESTMatrix(t *testing.T, w *secWorld) {
 		{name: "end", method: "POST", path: "/v1/bookings/{id}/end", state: "in_progress", want: itsDriver},
 		{name: "route", method: "GET", path: "/v1/bookings/{id}/route", state: "completed", want: ownersAndStaff},
 		{name: "nearby drivers", method: "GET", path: fmt.Sprintf("/v1/drivers/nearby?lat=%g&lng=%g&radius_m=5000", secOffers[0], secOffers[1]), want: staffOnly},
-		{name: "driver", method: "GET", path: "/v1/drivers/{driver}",
-			want: map[string]want{"driver": ok, "other driver": deny, "customer": deny, "other customer": deny, "dispatcher": ok, "admin": ok}},
+		{name: "driver", method: "GET", path: "/v1/drivers/{driver}", want: selfAndStaff},
+		// Issue 16: drivers and customers as people.
+		{name: "driver profile", method: "GET", path: "/v1/drivers/{driver}/profile", want: selfAndStaff},
+		{name: "calendar", method: "GET", path: "/v1/drivers/{driver}/calendar", want: selfAndStaff},
+		{name: "list drivers", method: "GET", path: "/v1/drivers?verified=true", want: staffOnly},
+		{name: "register driver", method: "POST", path: "/v1/drivers", body: func(booking) any {
+			return map[string]any{"id": fmt.Sprint("m-drv-", time.Now().UnixNano()), "name": "Matrix Driver", "phone": "+919800000000",
+				"licence_no": "KA0120200000001", "licence_expires": "2030-01-01", "transmissions": []string{"manual"}, "cities": []string{"bengaluru"}}
+		}, want: map[string]want{"driver": deny, "other driver": deny, "customer": deny, "other customer": deny, "dispatcher": created, "admin": created}},
+		{name: "patch driver", method: "PATCH", path: "/v1/drivers/{driver}", body: func(booking) any { return map[string]any{"verified": true} }, want: staffOnly},
+		{name: "candidates", method: "GET", path: "/v1/bookings/{id}/candidates", state: "searching", want: staffOnly},
+		{name: "events", method: "GET", path: "/v1/bookings/{id}/events", state: "assigned",
+			want: map[string]want{"driver": deny, "other driver": deny, "customer": ok, "other customer": none, "dispatcher": ok, "admin": ok}},
+		{name: "retry (a searching booking: 409 to whoever may)", method: "POST", path: "/v1/bookings/{id}/retry", state: "searching",
+			want: map[string]want{"driver": deny, "other driver": deny, "customer": conflict, "other customer": none, "dispatcher": conflict, "admin": conflict}},
+		{name: "rating", method: "POST", path: "/v1/bookings/{id}/rating", state: "completed", body: func(booking) any { return map[string]any{"stars": 5} },
+			want: map[string]want{"driver": deny, "other driver": deny, "customer": {204, ""}, "other customer": none, "dispatcher": deny, "admin": deny}},
 	}
 	for _, tc := range tests {
 		for _, actor := range secActors {
@@ -382,7 +407,11 @@ func testSocketMatrix(t *testing.T, w *secWorld, socks map[string]*client) {
 		{"offer.accept", func(t *testing.T) (any, string, func()) {
 			b, id := offer(t)
 			tripBooking = b
-			return map[string]string{"offer_id": id}, b.ID, nil
+			return map[string]string{"offer_id": id}, b.ID, func() {
+				var seen booking // the OTP, as the customer sees it once the driver accepted
+				w.s.rest(t, "GET", "/v1/bookings/"+b.ID, w.toks["customer"], nil, nil, &seen)
+				tripBooking.OTP = seen.OTP
+			}
 		}, driversOnly(nf)},
 		{"trip.arrive", func(*testing.T) (any, string, func()) {
 			return map[string]string{"booking_id": tripBooking.ID}, tripBooking.ID, nil

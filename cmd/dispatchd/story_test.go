@@ -21,6 +21,7 @@ func TestBookingStory(t *testing.T) {
 			// Far from everyone else's test drivers: a spot of its own.
 			lat, lng := 12.90+float64(time.Now().UnixNano()%1000)/20000, 77.55
 
+			s.registerDriver(t, driverID)
 			drv := s.mustDial(t, dtok)
 			hello := drv.expect("hello", 5*time.Second, nil)
 			if got := field(hello, "driver_id"); got != driverID {
@@ -40,8 +41,8 @@ func TestBookingStory(t *testing.T) {
 			if st := s.rest(t, "POST", "/v1/bookings", ctok, body, key, &b); st != http.StatusCreated {
 				t.Fatalf("POST /v1/bookings: got %d, want 201", st)
 			}
-			if b.Status != "searching" || b.OTP == "" {
-				t.Fatalf("new booking: got status %q otp %q, want searching with an OTP", b.Status, b.OTP)
+			if b.Status != "searching" || b.OTP != "" {
+				t.Fatalf("new booking: got status %q otp %q, want searching without an OTP (it comes once assigned)", b.Status, b.OTP)
 			}
 			var again booking
 			if st := s.rest(t, "POST", "/v1/bookings", ctok, body, key, &again); st/100 != 2 || again.ID != b.ID {
@@ -73,9 +74,13 @@ func TestBookingStory(t *testing.T) {
 			assigned := cust.expect("booking", 5*time.Second, func(d json.RawMessage) bool { return field(d, "status") == "assigned" })
 			var ab booking
 			_ = json.Unmarshal(assigned, &ab)
-			if ab.Driver == nil || ab.Driver.ID != driverID {
-				t.Fatalf("assigned booking driver: got %+v, want %s", ab.Driver, driverID)
+			if ab.Driver == nil || ab.Driver.ID != driverID || ab.Driver.Name != "Driver "+driverID {
+				t.Fatalf("assigned booking driver: got %+v, want %s with its name", ab.Driver, driverID)
 			}
+			if len(ab.OTP) != 6 {
+				t.Fatalf("assigned booking to its customer: got otp %q, want 6 digits", ab.OTP)
+			}
+			b.OTP = ab.OTP
 			// Accepting twice is harmless.
 			if code := drv.reply(drv.send("offer.accept", map[string]string{"offer_id": o.OfferID})); code != "" {
 				t.Fatalf("second offer.accept: got %q, want a harmless ack", code)
@@ -96,9 +101,9 @@ func TestBookingStory(t *testing.T) {
 				t.Fatalf("trip.arrive: got %q, want ack", code)
 			}
 			cust.expect("booking", 5*time.Second, func(d json.RawMessage) bool { return field(d, "status") == "arrived" })
-			wrong := "0000"
+			wrong := "000000"
 			if b.OTP == wrong {
-				wrong = "1111"
+				wrong = "111111"
 			}
 			if code := drv.reply(drv.send("trip.start", map[string]string{"booking_id": b.ID, "otp": wrong})); code != "invalid_argument" {
 				t.Fatalf("trip.start with a wrong OTP: got %q, want invalid_argument", code)

@@ -340,6 +340,78 @@ async function main() {
       }, bookingId);
     });
 
+    await check('drivers carry their names (Driver profiles)', async () => {
+      const named = () => window.dispatchMap.drawn().find((d) => d.name && d.name.startsWith('Sim Driver'));
+      await page.waitForFunction(named, null, { timeout: 15_000 })
+        .catch(() => { throw new Error('no driver drawn with the name of a simulated driver after 15 s'); });
+      return await page.evaluate(() => {
+        const d = window.dispatchMap.drawn().find((d) => d.name && d.name.startsWith('Sim Driver'));
+        return `${d.id}: ${d.name}`;
+      });
+    });
+
+    const row = (id, status) => `.booking-row[data-booking-id="${id}"]${status ? `[data-status="${status}"]` : ''}`;
+    await check('a dispatcher retries an unfulfilled booking from the panel; the audit trail shows it', async () => {
+      await page.locator(row(bookingId, 'unfulfilled')).waitFor({ timeout: 15_000 })
+        .catch(() => { throw new Error(`the booking's row never showed unfulfilled`); });
+      await page.click(row(bookingId, 'unfulfilled'));
+      await page.locator('#history li[data-to="unfulfilled"]').waitFor({ timeout: 10_000 })
+        .catch(() => { throw new Error('the history shows no move to unfulfilled'); });
+      await page.click('#detail-actions button.retry');
+      await page.locator('#history li[data-to="searching"][data-actor^="dispatcher:"]').waitFor({ timeout: 10_000 })
+        .catch(() => { throw new Error('the history shows no retry by the dispatcher'); });
+      return await page.evaluate(() => [...document.querySelectorAll('#history li')].map((li) => li.dataset.to).join(' > '));
+    });
+
+    await check('a dispatcher cancels the unfulfilled booking from the panel', async () => {
+      await page.locator(row(bookingId, 'unfulfilled')).waitFor({ timeout: 15_000 })
+        .catch(() => { throw new Error('after the retry the booking never became unfulfilled again'); });
+      await page.locator('#detail-actions button.cancel').waitFor({ timeout: 5_000 });
+      await page.click('#detail-actions button.cancel');
+      await page.locator(row(bookingId)).waitFor({ state: 'detached', timeout: 10_000 })
+        .catch(() => { throw new Error('the cancelled booking is still in the queue'); });
+      const res = await fetch(`${BASE_URL}/v1/bookings/${bookingId}`, { headers: { Authorization: `Bearer ${env.DISPATCHER_TOKEN}` } });
+      const b = await res.json();
+      if (b.status !== 'cancelled') throw new Error(`the booking is ${b.status}, want cancelled`);
+    });
+
+    await check("an assigned booking's panel shows its driver's name, rating and calendar", async () => {
+      const staff = { Authorization: `Bearer ${env.DISPATCHER_TOKEN}`, 'Content-Type': 'application/json' };
+      const start = new Date(Date.now() + 3 * 3600e3).toISOString();
+      let res = await fetch(`${BASE_URL}/v1/bookings`, {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${env.CUSTOMER_TOKEN}`, 'Idempotency-Key': randomUUID(), 'Content-Type': 'application/json' },
+        body: JSON.stringify({ pickup: { lat: 12.9716, lng: 77.5946, address: 'Cubbon Park' }, hours: 2, start_at: start, car: { transmission: 'manual' } }),
+      });
+      const later = await res.json();
+      if (res.status !== 201) throw new Error(`scheduled booking: ${res.status} ${JSON.stringify(later)}`);
+      res = await fetch(`${BASE_URL}/v1/bookings/${later.id}/candidates`, { headers: staff });
+      const cands = (await res.json()).drivers || [];
+      if (!cands.length) throw new Error('no free driver for the scheduled booking');
+      const pick = cands[0];
+      res = await fetch(`${BASE_URL}/v1/bookings/${later.id}/assign`, { method: 'POST', headers: staff, body: JSON.stringify({ driver_id: pick.id }) });
+      if (!res.ok) throw new Error(`assign: ${res.status} ${await res.text()}`);
+      const marker = `.booking-marker[data-booking-id="${later.id}"]`;
+      await page.waitForFunction((sel) => {
+        const m = document.querySelector(sel);
+        return m && m.dataset.status === 'assigned';
+      }, marker, { timeout: 10_000 }).catch(() => { throw new Error('no assigned marker for the booking'); });
+      await page.evaluate((sel) => document.querySelector(sel).click(), marker);
+      await page.waitForFunction(
+        ({ id, name }) => {
+          const info = document.getElementById('driver-info');
+          return info && info.dataset.driverId === id && info.textContent.includes(name) && /trips/.test(info.textContent) &&
+            document.querySelector('#driver-calendar li.this');
+        },
+        { id: pick.id, name: pick.name },
+        { timeout: 10_000 },
+      ).catch(async () => {
+        const text = await page.evaluate(() => document.getElementById('detail').innerText);
+        throw new Error(`the panel lacks the driver's name, rating or calendar:\n${text}`);
+      });
+      return await page.evaluate(() => `${document.getElementById('driver-info').textContent}; ${document.getElementById('driver-calendar').textContent}`);
+    });
+
     await check('zooms from a street to all of India and back, and the map keeps moving', async () => {
       const start = (await stats(page)).zoom;
       const seen = [];
