@@ -183,6 +183,7 @@ func TestMoneyInEveryCity(t *testing.T) {
 		// Two drivers available at Bandra, Mumbai: supply 2.
 		lat, lng := 19.0596, 72.8295
 		for i := range 2 {
+			s.registerDriver(t, fmt.Sprintf("bandra-%d-%s", i, suffix))
 			drv := s.mustDial(t, sign(t, "driver", fmt.Sprintf("bandra-%d-%s", i, suffix)))
 			drv.expect("hello", 5*time.Second, nil)
 			if code := drv.reply(drv.send("status", map[string]string{"state": "online"})); code != "" {
@@ -272,6 +273,7 @@ func TestMoneyInEveryCity(t *testing.T) {
 		// A driver with a profile (it connected once) who stays offline: only dispatchers
 		// assign it, the matcher never does.
 		driverID := "blr-" + suffix
+		s.registerDriver(t, driverID)
 		dtok := sign(t, "driver", driverID)
 		s.mustDial(t, dtok).expect("hello", 5*time.Second, nil)
 		lat, lng := 12.9756, 77.6050 // MG Road
@@ -283,7 +285,10 @@ func TestMoneyInEveryCity(t *testing.T) {
 				case "assign":
 					tok, body = staff, map[string]string{"driver_id": driverID}
 				case "start":
-					body = map[string]string{"otp": b.OTP}
+					// The OTP reaches the customer once a driver is assigned, not in the 201.
+					var cur moneyBooking
+					s.rest(t, "GET", "/v1/bookings/"+b.ID, ctok, nil, nil, &cur)
+					body = map[string]string{"otp": cur.OTP}
 				}
 				var out moneyBooking
 				if code := s.rest(t, "POST", "/v1/bookings/"+b.ID+"/"+st, tok, body, nil, &out); code != 200 {

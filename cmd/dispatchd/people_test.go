@@ -61,7 +61,7 @@ type driverProfile struct {
 func TestDriversAsPeople(t *testing.T) {
 	s := startServer(t, "real", map[string]string{"DISPATCH_MAX_SEARCH": "4s"})
 	suffix := fmt.Sprint(time.Now().UnixNano())
-	lat, lng := 12.70+float64(time.Now().UnixNano()%1000)/20000, 77.35
+	lat, lng := 12.88+float64(time.Now().UnixNano()%1000)/20000, 77.52 // in Bengaluru's service area
 	drvID, custID := "ppl-drv-"+suffix, "ppl-cust-"+suffix
 	dtok, ctok := sign(t, "driver", drvID), sign(t, "customer", custID)
 	staff, admin := sign(t, "dispatcher", "ppl-ops-"+suffix), sign(t, "admin", "ppl-admin-"+suffix)
@@ -366,7 +366,7 @@ func TestDriversAsPeople(t *testing.T) {
 
 	t.Run("retry: an unfulfilled booking searches again", func(t *testing.T) {
 		var b booking
-		book("nobody", [2]float64{lat + 1, lng + 1}, nil, &b) // far from every driver
+		book("nobody", [2]float64{lat + 0.22, lng + 0.2}, nil, &b) // about 33 km from every driver, still in Bengaluru
 		waitStatus := func(want string) {
 			t.Helper()
 			deadline := time.Now().Add(15 * time.Second)

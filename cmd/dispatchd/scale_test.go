@@ -18,6 +18,7 @@ func TestGoneDriverRevoked(t *testing.T) {
 	suffix := fmt.Sprint(time.Now().UnixNano())
 	lat, lng := 12.93+float64(time.Now().UnixNano()%1000)/20000, 77.66
 	online := func(id string, north float64) *client {
+		s.registerDriver(t, id)
 		c := s.mustDial(t, sign(t, "driver", id))
 		c.expect("hello", 5*time.Second, nil)
 		if code := c.reply(c.send("status", map[string]string{"state": "online"})); code != "" {
@@ -90,6 +91,7 @@ func TestMatcherProgressWhileSocketsConnect(t *testing.T) {
 		"DISPATCH_RATE_PER_USER": "0"})
 	suffix := fmt.Sprint(time.Now().UnixNano())
 	lat, lng := 12.95+float64(time.Now().UnixNano()%1000)/20000, 77.70
+	s.registerDriver(t, "first-"+suffix)
 	d := s.mustDial(t, sign(t, "driver", "first-"+suffix))
 	d.expect("hello", 5*time.Second, nil)
 	if code := d.reply(d.send("status", map[string]string{"state": "online"})); code != "" {
@@ -98,6 +100,23 @@ func TestMatcherProgressWhileSocketsConnect(t *testing.T) {
 	d.send("location", point(lat+0.002, lng))
 
 	const storm = 1000
+	// Registered beforehand, as operations registers drivers (the storm is about connecting).
+	var reg sync.WaitGroup
+	ids := make(chan int)
+	for w := 0; w < 8; w++ {
+		reg.Add(1)
+		go func() {
+			defer reg.Done()
+			for i := range ids {
+				s.registerDriver(t, fmt.Sprintf("storm-%s-%d", suffix, i))
+			}
+		}()
+	}
+	for i := 0; i < storm; i++ {
+		ids <- i
+	}
+	close(ids)
+	reg.Wait()
 	var wg sync.WaitGroup
 	var connected atomic.Int64
 	start := make(chan struct{})

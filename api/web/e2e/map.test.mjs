@@ -340,6 +340,54 @@ async function main() {
       }, bookingId);
     });
 
+    await check('zooms from a street to all of India and back, and the map keeps moving', async () => {
+      const start = (await stats(page)).zoom;
+      const seen = [];
+      for (let z = start; z < 16; z++) await zoomStep(page, +1);
+      let s = await keepsMoving(page, 'street level');
+      if (s.mode !== 'drivers') throw new Error(`at street level the mode is ${s.mode}, want drivers`);
+      seen.push(`z${s.zoom} ${s.drivers} drivers`);
+      for (let z = 16; z > 5; z--) {
+        await zoomStep(page, -1);
+        const now = await stats(page);
+        if (now.zoom === 9) seen.push(`z9 ${now.mode}`);
+      }
+      s = await keepsMoving(page, 'all of India');
+      await page.waitForFunction(() => window.dispatchMap.stats().cells > 0, null, { timeout: 10_000 })
+        .catch(() => { throw new Error('zoomed out to India: no cells drawn'); });
+      s = await stats(page);
+      if (s.mode !== 'cells' || s.drivers !== 0) throw new Error(`zoomed out to India: mode ${s.mode} with ${s.drivers} drivers, want cells and none`);
+      const heat = await page.evaluate(() => document.querySelectorAll('.leaflet-heat-pane canvas').length);
+      if (!heat) throw new Error('zoomed out to India: no heat layer drawn');
+      seen.push(`z${s.zoom} ${s.cells} heat cells`);
+      for (let z = 5; z < start; z++) await zoomStep(page, +1);
+      s = await keepsMoving(page, `zoom ${start} again`);
+      await page.waitForFunction(() => window.dispatchMap.drawn().length >= 5, null, { timeout: 15_000 })
+        .catch(() => { throw new Error('back at the first zoom: fewer than 5 drivers drawn after 15 s'); });
+      s = await stats(page);
+      if (s.mode !== 'drivers') throw new Error(`back at the first zoom: mode ${s.mode}, want drivers`);
+      seen.push(`z${s.zoom} ${s.drivers} drivers`);
+      return seen.join(' → ');
+    });
+
+    await check(`draws at least ${MIN_FPS} fps over ${FPS_SECONDS} s with the server's drivers moving`, async () => {
+      const r = await measureFps(page, FPS_SECONDS * 1000);
+      console.log(`FPS live: ${fpsLine(r)}`);
+      if (r.fps < MIN_FPS) throw new Error(fpsLine(r));
+      if (r.driverFrames === 0) throw new Error(`no driver frames while measuring: ${fpsLine(r)}`);
+      return fpsLine(r);
+    });
+
+    if (SYNTHETIC_DRIVERS > 0) {
+      await check(`draws at least ${MIN_FPS} fps with ${SYNTHETIC_DRIVERS} drivers in view, each moving once a second`, async () => {
+        const r = await syntheticFps(context, SYNTHETIC_DRIVERS);
+        console.log(`FPS synthetic ${SYNTHETIC_DRIVERS}: ${fpsLine(r)}`);
+        if (r.fps < MIN_FPS) throw new Error(fpsLine(r));
+        if (r.drivers < SYNTHETIC_DRIVERS * 0.9 || r.driverFrames === 0) throw new Error(`not all drivers moving: ${fpsLine(r)}`);
+        return fpsLine(r);
+      });
+    }
+
     await check('drivers carry their names (Driver profiles)', async () => {
       const named = () => window.dispatchMap.drawn().find((d) => d.name && d.name.startsWith('Sim Driver'));
       await page.waitForFunction(named, null, { timeout: 15_000 })
@@ -411,54 +459,6 @@ async function main() {
       });
       return await page.evaluate(() => `${document.getElementById('driver-info').textContent}; ${document.getElementById('driver-calendar').textContent}`);
     });
-
-    await check('zooms from a street to all of India and back, and the map keeps moving', async () => {
-      const start = (await stats(page)).zoom;
-      const seen = [];
-      for (let z = start; z < 16; z++) await zoomStep(page, +1);
-      let s = await keepsMoving(page, 'street level');
-      if (s.mode !== 'drivers') throw new Error(`at street level the mode is ${s.mode}, want drivers`);
-      seen.push(`z${s.zoom} ${s.drivers} drivers`);
-      for (let z = 16; z > 5; z--) {
-        await zoomStep(page, -1);
-        const now = await stats(page);
-        if (now.zoom === 9) seen.push(`z9 ${now.mode}`);
-      }
-      s = await keepsMoving(page, 'all of India');
-      await page.waitForFunction(() => window.dispatchMap.stats().cells > 0, null, { timeout: 10_000 })
-        .catch(() => { throw new Error('zoomed out to India: no cells drawn'); });
-      s = await stats(page);
-      if (s.mode !== 'cells' || s.drivers !== 0) throw new Error(`zoomed out to India: mode ${s.mode} with ${s.drivers} drivers, want cells and none`);
-      const heat = await page.evaluate(() => document.querySelectorAll('.leaflet-heat-pane canvas').length);
-      if (!heat) throw new Error('zoomed out to India: no heat layer drawn');
-      seen.push(`z${s.zoom} ${s.cells} heat cells`);
-      for (let z = 5; z < start; z++) await zoomStep(page, +1);
-      s = await keepsMoving(page, `zoom ${start} again`);
-      await page.waitForFunction(() => window.dispatchMap.drawn().length >= 5, null, { timeout: 15_000 })
-        .catch(() => { throw new Error('back at the first zoom: fewer than 5 drivers drawn after 15 s'); });
-      s = await stats(page);
-      if (s.mode !== 'drivers') throw new Error(`back at the first zoom: mode ${s.mode}, want drivers`);
-      seen.push(`z${s.zoom} ${s.drivers} drivers`);
-      return seen.join(' → ');
-    });
-
-    await check(`draws at least ${MIN_FPS} fps over ${FPS_SECONDS} s with the server's drivers moving`, async () => {
-      const r = await measureFps(page, FPS_SECONDS * 1000);
-      console.log(`FPS live: ${fpsLine(r)}`);
-      if (r.fps < MIN_FPS) throw new Error(fpsLine(r));
-      if (r.driverFrames === 0) throw new Error(`no driver frames while measuring: ${fpsLine(r)}`);
-      return fpsLine(r);
-    });
-
-    if (SYNTHETIC_DRIVERS > 0) {
-      await check(`draws at least ${MIN_FPS} fps with ${SYNTHETIC_DRIVERS} drivers in view, each moving once a second`, async () => {
-        const r = await syntheticFps(context, SYNTHETIC_DRIVERS);
-        console.log(`FPS synthetic ${SYNTHETIC_DRIVERS}: ${fpsLine(r)}`);
-        if (r.fps < MIN_FPS) throw new Error(fpsLine(r));
-        if (r.drivers < SYNTHETIC_DRIVERS * 0.9 || r.driverFrames === 0) throw new Error(`not all drivers moving: ${fpsLine(r)}`);
-        return fpsLine(r);
-      });
-    }
 
     await check('full-page screenshot', async () => {
       await page.mouse.move(0, 0); // no hover tooltip in the picture
