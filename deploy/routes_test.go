@@ -44,8 +44,23 @@ var routeExposure = map[string]exposure{
 	"GET /v1/bookings/{id}/route":   public,
 	"GET /v1/drivers/nearby":        vpn,
 	"GET /v1/drivers/{id}":          public,
-	"GET /config.json":              vpn,
-	"GET /":                         vpn, // the dispatchers' page and its files
+	// v1.1: cities and prices, drivers as people, follow-up.
+	"GET /v1/cities":                   public,
+	"GET /v1/bookings/{id}/receipt":    public,
+	"POST /v1/bookings/{id}/rating":    public,
+	"POST /v1/bookings/{id}/retry":     public, // its customer retries too
+	"GET /v1/bookings/{id}/events":     public, // its customer reads its history too
+	"GET /v1/bookings/{id}/candidates": vpn,
+	"POST /v1/drivers":                 vpn,
+	"GET /v1/drivers":                  vpn,
+	"GET /v1/drivers/{id}/profile":     public, // the driver reads its own
+	"GET /v1/drivers/{id}/calendar":    public, // the driver reads its own
+	// The same path as GET /v1/drivers/{id}, which the driver app reads: the balancer routes by
+	// path, so it is reachable, but a dispatcher's or admin's token is refused from outside the
+	// VPN's addresses (DISPATCH_STAFF_NETWORKS), and only they may PATCH.
+	"PATCH /v1/drivers/{id}": public,
+	"GET /config.json":       vpn,
+	"GET /":                  vpn, // the dispatchers' page and its files
 }
 
 var registered = regexp.MustCompile(`mux\.Handle(?:Func)?\("([A-Z]+ /[^"]*)"`)

@@ -13,7 +13,6 @@ import (
 // liveDriver connects a registered driver (registerDriver), puts it online at a point and returns its socket.
 func liveDriver(t *testing.T, s *server, id string, lat, lng float64) *client {
 	t.Helper()
-	s.registerDriver(t, id)
 	d := s.mustDial(t, sign(t, "driver", id))
 	d.expect("hello", 5*time.Second, nil)
 	if code := d.reply(d.send("status", map[string]string{"state": "online"})); code != "" {

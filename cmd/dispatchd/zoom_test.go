@@ -96,6 +96,7 @@ func TestMapAtAnyZoom(t *testing.T) {
 	var all []*zoomDriver
 	add := func(name string, lat, lng float64) *zoomDriver {
 		d := &zoomDriver{id: name + "-" + suffix, lat: lat, lng: lng}
+		s.registerDriver(t, d.id)
 		d.c = liveDriver(t, s, d.id, lat, lng)
 		all = append(all, d)
 		return d
