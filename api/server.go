@@ -66,7 +66,14 @@ func NewServer(svc *dispatch.Service, loc dispatch.Locator, opts Options, log ze
 
 // Handler is the whole HTTP surface with its middleware.
 func (s *Server) Handler() http.Handler {
-	mux := http.NewServeMux()
+	h, _ := s.handler()
+	return h
+}
+
+func (s *Server) handler() (http.Handler, []string) {
+	mux := &routeMux{ServeMux: http.NewServeMux()}
+	mux.HandleFunc("GET /v1/openapi.json", contractDoc("openapi.json"))
+	mux.HandleFunc("GET /v1/asyncapi.json", contractDoc("asyncapi.json"))
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, map[string]string{"status": "ok"}) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
@@ -105,7 +112,7 @@ func (s *Server) Handler() http.Handler {
 			writeError(w, errorf(dispatch.ErrNotFound, "no such endpoint"))
 		})
 	}
-	return securityHeaders(ContentSecurityPolicy(s.opts.Tiles), newLimiter(s.opts).wrap(mux))
+	return securityHeaders(ContentSecurityPolicy(s.opts.Tiles), newLimiter(s.opts).wrap(mux)), mux.patterns
 }
 
 // ContentSecurityPolicy is the policy of every answer: the page's own scripts and styles only
