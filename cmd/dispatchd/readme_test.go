@@ -4,6 +4,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestREADMEListsEverySetting keeps the README's settings table true to the code.
@@ -36,6 +37,7 @@ func TestConfigRefusesBadSettings(t *testing.T) {
 		"DISPATCH_HTTP_ADDR":        "8080",
 		"DISPATCH_LOG_LEVEL":        "loud",
 		"DISPATCH_MIGRATE":          "perhaps",
+		"DISPATCH_OUTBOX_KEEP":      "0s",
 		"DISPATCH_REDIS_PREFIX":     "a{b}",
 		"REDIS_URL":                 "redis://127.0.0.1:6379", // without MYSQL_DSN
 	}
@@ -56,5 +58,28 @@ func TestConfigRefusesBadSettings(t *testing.T) {
 	}
 	if _, err := LoadConfig(func(k string) string { return base[k] }); err != nil {
 		t.Errorf("defaults with a secret: got %v, want no error", err)
+	}
+}
+
+// TestOutboxPruneEvery: every 10 minutes, or a tenth of the age kept when that is shorter.
+func TestOutboxPruneEvery(t *testing.T) {
+	for _, c := range []struct {
+		keep string
+		want time.Duration
+	}{
+		{"", 10 * time.Minute}, // the default, 24h
+		{"2h", 10 * time.Minute},
+		{"30m", 3 * time.Minute},
+		{"1s", 100 * time.Millisecond},
+	} {
+		cfg, err := LoadConfig(func(k string) string {
+			return map[string]string{"DISPATCH_JWT_SECRET": testSecret, "DISPATCH_OUTBOX_KEEP": c.keep}[k]
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cfg.OutboxPruneEvery(); got != c.want {
+			t.Errorf("DISPATCH_OUTBOX_KEEP=%q: got every %s, want %s", c.keep, got, c.want)
+		}
 	}
 }

@@ -248,6 +248,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 	}
 	if cfg.Has("dispatcher") || cfg.Has("api") {
 		g.Go(func() error { return conns.db.RunRelay(gctx, bus, cfg.RelayInterval) })
+		g.Go(func() error { return conns.db.RunOutboxPruner(gctx, cfg.OutboxKeep, cfg.OutboxPruneEvery()) })
 	}
 
 	srv := api.NewServer(svc, index, api.Options{Verifier: verifier, Ready: ready, Tiles: cfg.MapTiles,
