@@ -230,7 +230,7 @@ func (d *DB) RunOutboxPruner(ctx context.Context, keep, interval time.Duration) 
 		case err != nil:
 			log.Warn().Err(err).Int64("deleted", n).Msg("outbox prune round failed")
 		case n > 0:
-			log.Info().Int64("deleted", n).Str("keep", keep.String()).Int64("took_ms", time.Since(began).Milliseconds()).Msg("outbox pruned")
+			log.Info().Int64("deleted", n).Str("keep", keep.String()).Float64("took_ms", float64(time.Since(began).Microseconds())/1000).Msg("outbox pruned")
 		}
 		select {
 		case <-ctx.Done():
