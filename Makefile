@@ -34,7 +34,8 @@ loadtest: build
 
 lint:
 	go vet ./...
-	gofmt -l $$(git ls-files '*.go')
+	test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt: files above need formatting'; exit 1; }
+	go mod tidy -diff || { echo 'go.mod or go.sum is not tidy: run go mod tidy'; exit 1; }
 
 # The production image (deploy/Dockerfile, FROM scratch): docker when an engine answers, else
 # buildah. IMAGE=... names it; RDS_CA_BUNDLE=path when AWS's trust store cannot be reached.

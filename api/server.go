@@ -13,13 +13,16 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
+	"mime"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/drivers4me/dispatch/dispatch"
 	"github.com/rs/zerolog"
@@ -66,7 +69,14 @@ func NewServer(svc *dispatch.Service, loc dispatch.Locator, opts Options, log ze
 
 // Handler is the whole HTTP surface with its middleware.
 func (s *Server) Handler() http.Handler {
-	mux := http.NewServeMux()
+	h, _ := s.handler()
+	return h
+}
+
+func (s *Server) handler() (http.Handler, []string) {
+	mux := &routeMux{ServeMux: http.NewServeMux()}
+	mux.HandleFunc("GET /v1/openapi.json", contractDoc("openapi.json"))
+	mux.HandleFunc("GET /v1/asyncapi.json", contractDoc("asyncapi.json"))
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, map[string]string{"status": "ok"}) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
@@ -109,7 +119,10 @@ func (s *Server) Handler() http.Handler {
 		mux.HandleFunc("GET /v1/bookings/{id}/events", s.auth(s.events, append([]string{"customer"}, staff...)...))
 		mux.HandleFunc("GET /v1/bookings/{id}/candidates", s.auth(s.candidates, staff...))
 		mux.HandleFunc("GET /config.json", s.mapConfig)
-		web, _ := fs.Sub(webFS, "web")
+		web, err := fs.Sub(webFS, "web")
+		if err != nil {
+			panic("api: " + err.Error()) // "web" is a literal directory of the embed
+		}
 		mux.Handle("GET /", http.FileServerFS(web))
 	}
 	for _, m := range []string{"GET", "POST", "PUT", "PATCH", "DELETE"} {
@@ -117,7 +130,7 @@ func (s *Server) Handler() http.Handler {
 			writeError(w, errorf(dispatch.ErrNotFound, "no such endpoint"))
 		})
 	}
-	return securityHeaders(ContentSecurityPolicy(s.opts.Tiles), newLimiter(s.opts).wrap(mux))
+	return s.logNoted(securityHeaders(ContentSecurityPolicy(s.opts.Tiles), newLimiter(s.opts).wrap(mux))), mux.patterns
 }
 
 // ContentSecurityPolicy is the policy of every answer: the page's own scripts and styles only
@@ -190,6 +203,10 @@ func (s *Server) auth(h handler, roles ...string) http.HandlerFunc {
 			writeError(w, errorf(dispatch.ErrForbidden, "a %s may not make this call", v.actor.Role))
 			return
 		}
+		if err := validUTF8(r); err != nil {
+			writeError(w, err)
+			return
+		}
 		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 		h(w, r, v.actor)
 	}
@@ -215,7 +232,11 @@ func (s *Server) createBooking(w http.ResponseWriter, r *http.Request, a dispatc
 		writeError(w, err)
 		return
 	}
-	canon, _ := json.Marshal(req)
+	canon, err := json.Marshal(req)
+	if err != nil {
+		writeError(w, fmt.Errorf("canonical form of a booking request: %w", err))
+		return
+	}
 	sum := sha256.Sum256(canon)
 	b, created, err := s.svc.CreateBooking(r.Context(), a, req, r.Header.Get("Idempotency-Key"), hex.EncodeToString(sum[:]))
 	if err != nil {
@@ -394,6 +415,8 @@ func (s *Server) driver(w http.ResponseWriter, r *http.Request, a dispatch.Actor
 	v := p.View()
 	if st, err := s.loc.State(r.Context(), id); err == nil {
 		v.State = st
+	} else if !errors.Is(err, dispatch.ErrNotFound) {
+		note(w, fmt.Errorf("driver %s: state (answered the position's): %w", id, err))
 	}
 	views := []dispatch.DriverView{v}
 	s.named(r, views)
@@ -418,60 +441,18 @@ func (s *Server) answer(w http.ResponseWriter) func(dispatch.Booking, error) {
 	}
 }
 
-// Status is the HTTP status of an error: the one place domain errors become statuses.
-func Status(err error) int {
-	switch dispatch.ErrorCode(err) {
-	case "invalid_argument":
-		return http.StatusBadRequest
-	case "not_found":
-		return http.StatusNotFound
-	case "permission_denied":
-		return http.StatusForbidden
-	case "conflict":
-		return http.StatusConflict
-	case "idempotency_mismatch", "out_of_service_area":
-		return http.StatusUnprocessableEntity
-	case "otp_locked":
-		return http.StatusTooManyRequests
-	case "unavailable":
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusInternalServerError
-}
-
-func writeError(w http.ResponseWriter, err error) {
-	code := dispatch.ErrorCode(err)
-	if code == "internal" && isUnavailable(err) {
-		err = errors.Join(dispatch.ErrUnavailable, err)
-		code = "unavailable"
-	}
-	msg := dispatch.ErrorMessage(err)
-	if code == "unavailable" {
-		msg = "a backing service is unavailable; retry with the same Idempotency-Key"
-	}
-	writeJSON(w, Status(err), errBody(code, msg))
-}
-
-// isUnavailable recognises a backing service that did not answer (a driver error, not a bug).
-func isUnavailable(err error) bool {
-	s := err.Error()
-	for _, m := range []string{"connection refused", "bad connection", "i/o timeout", "broken pipe", "connection reset", "invalid connection", "context deadline exceeded", "driver: bad connection"} {
-		if strings.Contains(s, m) {
-			return true
-		}
-	}
-	return false
-}
-
-func errBody(code, msg string) map[string]any {
-	return map[string]any{"error": map[string]string{"code": code, "message": msg}}
-}
-
+// writeJSON answers v as JSON. A value that cannot be encoded (a bug) answers 500 internal and
+// its error is noted for the log; a failed write is noted by the writer (logNoted).
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		note(w, fmt.Errorf("encode a %d answer: %w", status, err))
+		status, b = http.StatusInternalServerError, []byte(`{"error":{"code":"internal","message":"internal error"}}`)
+	}
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	_, _ = w.Write(append(b, '\n')) // a failure is noted by logNoted's writer
 }
 
 // readJSON decodes a required JSON body; any failure is invalid_argument with the reason.
@@ -506,10 +487,49 @@ func readBody(r *http.Request) ([]byte, error) {
 		}
 		return nil, errorf(dispatch.ErrInvalid, "cannot read body")
 	}
-	if ct := r.Header.Get("Content-Type"); len(body) > 0 && ct != "" && !strings.HasPrefix(ct, "application/json") {
+	if ct := r.Header.Get("Content-Type"); len(body) > 0 && ct != "" && !isJSON(ct) {
+		// 400, not 415: the contract's codes (invalid_argument 400) are what clients map.
 		return nil, errorf(dispatch.ErrInvalid, "Content-Type must be application/json")
 	}
+	if !utf8.Valid(body) {
+		return nil, errorf(dispatch.ErrInvalid, "the body is not valid UTF-8")
+	}
 	return body, nil
+}
+
+// isJSON reports whether a Content-Type declares JSON: application/json, with or without
+// parameters (charset=utf-8); not application/jsonxyz nor application/json-seq.
+func isJSON(ct string) bool {
+	mt, _, err := mime.ParseMediaType(ct)
+	return err == nil && mt == "application/json"
+}
+
+// validUTF8 refuses a request whose path, query or Idempotency-Key is not valid UTF-8 (the
+// ids in them go to MySQL and Redis, which refuse or mangle such bytes).
+func validUTF8(r *http.Request) error {
+	switch {
+	case !utf8.ValidString(r.URL.Path):
+		return errorf(dispatch.ErrInvalid, "the path is not valid UTF-8")
+	case !utf8.ValidString(r.URL.RawQuery) || !queryUTF8(r):
+		return errorf(dispatch.ErrInvalid, "the query is not valid UTF-8")
+	case !utf8.ValidString(r.Header.Get("Idempotency-Key")):
+		return errorf(dispatch.ErrInvalid, "Idempotency-Key is not valid UTF-8")
+	}
+	return nil
+}
+
+func queryUTF8(r *http.Request) bool {
+	for k, vs := range r.URL.Query() {
+		if !utf8.ValidString(k) {
+			return false
+		}
+		for _, v := range vs {
+			if !utf8.ValidString(v) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func decodeJSON(body []byte, v any) error {

@@ -59,8 +59,12 @@ var routeExposure = map[string]exposure{
 	// path, so it is reachable, but a dispatcher's or admin's token is refused from outside the
 	// VPN's addresses (DISPATCH_STAFF_NETWORKS), and only they may PATCH.
 	"PATCH /v1/drivers/{id}": public,
-	"GET /config.json":       vpn,
-	"GET /":                  vpn, // the dispatchers' page and its files
+	// The contract documents, for the teams that build the apps: behind the VPN like the
+	// other operators' pages.
+	"GET /v1/openapi.json":  vpn,
+	"GET /v1/asyncapi.json": vpn,
+	"GET /config.json":      vpn,
+	"GET /":                 vpn, // the dispatchers' page and its files
 }
 
 var registered = regexp.MustCompile(`mux\.Handle(?:Func)?\("([A-Z]+ /[^"]*)"`)

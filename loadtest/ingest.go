@@ -170,7 +170,7 @@ func Ingest(ctx context.Context, opts IngestOptions, log zerolog.Logger) (Ingest
 	}
 	wg.Wait()
 	rep.Connected = int(connected.Load())
-	log.Info().Int("connected", rep.Connected).Dur("took", time.Since(start)).Msg("drivers connected")
+	log.Info().Int("connected", rep.Connected).Float64("took_ms", float64(time.Since(start).Microseconds())/1000).Msg("drivers connected")
 	if rep.Connected == 0 {
 		return rep, errors.New("no driver could connect")
 	}

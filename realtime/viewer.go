@@ -483,7 +483,8 @@ func (v *viewer) pull() [][]byte {
 		if len(ups) > 0 {
 			v.h.m.viewUpdates.Add(float64(len(ups)))
 			b := make([]byte, 0, 64+110*len(ups))
-			b = append(b, `{"type":"drivers","data":{"updates":`...)
+			b = frameHead(b, "drivers")
+			b = append(b, `{"updates":`...)
 			b = appendViews(b, ups)
 			out = append(out, append(b, "}}"...))
 		}
@@ -626,6 +627,14 @@ func (v *viewer) addSurges(counts []*cellView) {
 	for _, cv := range counts {
 		cv.Surge = s[cv.H3]
 	}
+}
+
+// frameHead starts a frame of typ encoded by hand: `{"type":"<typ>","data":` (typ is one of
+// ours, no escaping needed); the data and the closing brace follow.
+func frameHead(b []byte, typ string) []byte {
+	b = append(b, `{"type":"`...)
+	b = append(b, typ...)
+	return append(b, `","data":`...)
 }
 
 func frame(typ string, data any) []byte {

@@ -209,6 +209,37 @@ func (d *DB) PruneOutbox(ctx context.Context, before time.Time) (int64, error) {
 	}
 }
 
+// RunOutboxPruner deletes, every interval and once at start, the events published more than
+// keep ago (PruneOutbox), until ctx ends; it then returns nil. Relays on several processes may
+// each run one: the deletes are idempotent. A failed round is logged and retried at the next
+// tick; a round that deleted rows is logged with how many.
+func (d *DB) RunOutboxPruner(ctx context.Context, keep, interval time.Duration) error {
+	if keep <= 0 || interval <= 0 {
+		return fmt.Errorf("outbox pruner: keep %s and interval %s must be positive", keep, interval)
+	}
+	log := d.log.With().Str("component", "outbox-pruner").Logger()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		began := time.Now()
+		n, err := d.PruneOutbox(ctx, began.Add(-keep))
+		if ctx.Err() != nil {
+			return nil
+		}
+		switch {
+		case err != nil:
+			log.Warn().Err(err).Int64("deleted", n).Msg("outbox prune round failed")
+		case n > 0:
+			log.Info().Int64("deleted", n).Str("keep", keep.String()).Float64("took_ms", float64(time.Since(began).Microseconds())/1000).Msg("outbox pruned")
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
 // InvariantViolations counts, in one query, the drivers whose calendar blocks overlap, plus
 // the active bookings (assigned, arrived, in_progress) without a driver or without their
 // driver's block. It must always be 0; ops alert on anything else.

@@ -189,3 +189,54 @@ func TestPruneOutbox(t *testing.T) {
 		}
 	})
 }
+
+// TestOutboxPruner: the pruner deletes published events older than keep at start and again at
+// each tick, never a newer or unpublished one, and returns nil when stopped.
+func TestOutboxPruner(t *testing.T) {
+	eachBackend(t, func(t *testing.T, e env) {
+		changes := someHistory(t, e)
+		relay(t, e, []*fakePublisher{{}}, changes)
+		bookingIn(t, e, dispatch.StatusSearching) // one more, not yet published
+		var newest int64
+		if err := e.raw.QueryRow("SELECT MAX(id) FROM outbox WHERE published_at IS NOT NULL").Scan(&newest); err != nil {
+			t.Fatal(err)
+		}
+		age := func(q string, args ...any) {
+			t.Helper()
+			args = append([]any{time.Now().Add(-2 * time.Hour).UTC()}, args...)
+			if _, err := e.raw.Exec("UPDATE outbox SET published_at = ? WHERE "+q, args...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		age("published_at IS NOT NULL AND id < ?", newest) // all published but the newest: 2 h old
+		if err := e.db.RunOutboxPruner(context.Background(), 0, time.Second); err == nil {
+			t.Errorf("RunOutboxPruner with keep 0: got nil, want an error")
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- e.db.RunOutboxPruner(ctx, time.Hour, 20*time.Millisecond) }()
+		waitCount := func(want int) {
+			t.Helper()
+			deadline := time.Now().Add(10 * time.Second)
+			got := e.count(t, "SELECT COUNT(*) FROM outbox")
+			for got != want && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+				got = e.count(t, "SELECT COUNT(*) FROM outbox")
+			}
+			if got != want {
+				t.Fatalf("outbox rows: got %d, want %d", got, want)
+			}
+		}
+		waitCount(2) // the newest published and the unpublished one
+		age("id = ?", newest)
+		waitCount(1) // a later tick took it; the unpublished one stays
+		time.Sleep(60 * time.Millisecond)
+		if n := e.count(t, "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL"); n != 1 {
+			t.Errorf("unpublished rows: got %d, want 1", n)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("RunOutboxPruner after cancel: got %v, want nil", err)
+		}
+	})
+}

@@ -284,7 +284,7 @@ func (d *DB) Migrate(ctx context.Context) error {
 		return fmt.Errorf("migrate %s: %w", d.addr, translate(err))
 	}
 	for _, r := range res {
-		d.log.Info().Int64("version", r.Source.Version).Str("file", r.Source.Path).Dur("took", r.Duration).Msg("migration applied")
+		d.log.Info().Int64("version", r.Source.Version).Str("file", r.Source.Path).Float64("took_ms", float64(r.Duration.Microseconds())/1000).Msg("migration applied")
 	}
 	return nil
 }

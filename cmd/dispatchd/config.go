@@ -39,6 +39,7 @@ type Config struct {
 	MatchGreedy     bool          // DISPATCH_MATCH_GREEDY
 	RelayInterval   time.Duration // DISPATCH_RELAY_INTERVAL
 	RelayLease      time.Duration // DISPATCH_RELAY_LEASE
+	OutboxKeep      time.Duration // DISPATCH_OUTBOX_KEEP
 	MapTiles        string        // DISPATCH_MAP_TILES
 	SimDrivers      int           // DISPATCH_SIMULATE_DRIVERS
 	SimBookings     float64       // DISPATCH_SIMULATE_BOOKINGS_PER_MIN
@@ -86,6 +87,7 @@ var Settings = []Setting{
 	{"DISPATCH_MATCH_GREEDY", "false", "match every window greedily (nearest pair first) instead of batch-optimally: for comparisons"},
 	{"DISPATCH_RELAY_INTERVAL", "50ms", "how often the outbox relay looks for new booking events (at once again while there is a backlog)"},
 	{"DISPATCH_RELAY_LEASE", "30s", "how long a relay's claim keeps other relays off outbox rows; a crashed relay's rows are published by another after it (at least 1s)"},
+	{"DISPATCH_OUTBOX_KEEP", "24h", "published booking events older than this are deleted from the outbox (checked every 10 minutes, or a tenth of this if shorter)"},
 	{"DISPATCH_MAP_TILES", "", "tile URL template for the live map; empty: plain background"},
 	{"DISPATCH_SIMULATE_DRIVERS", "0", "start this many simulated drivers (development)"},
 	{"DISPATCH_SIMULATE_BOOKINGS_PER_MIN", "0", "simulated customers book this many times a minute (development)"},
@@ -107,7 +109,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		ShutdownTimeout: 10 * time.Second, DrainDelay: 2 * time.Second, MatchWindow: 2 * time.Second,
 		OfferTimeout: 15 * time.Second, MaxSearch: 10 * time.Minute, DriverFresh: 30 * time.Second, City: "bengaluru",
 		GoneGrace: 5 * time.Second, MatchSweep: 5 * time.Second, MatcherConns: 8,
-		RelayInterval: 50 * time.Millisecond, RelayLease: 30 * time.Second,
+		RelayInterval: 50 * time.Millisecond, RelayLease: 30 * time.Second, OutboxKeep: 24 * time.Hour,
 		RatePerUser: 20, RatePerAddr: 10, SocketRatePerUser: 20, MaxSocketsPerUser: 5,
 	}
 	var errs []error
@@ -168,6 +170,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	if c.RelayLease < time.Second {
 		errs = append(errs, fmt.Errorf("DISPATCH_RELAY_LEASE=%s: want at least 1s", c.RelayLease))
 	}
+	dur("DISPATCH_OUTBOX_KEEP", &c.OutboxKeep)
 	str("DISPATCH_MAP_TILES", &c.MapTiles)
 	str("DISPATCH_TARIFFS", &c.TariffsFile)
 	str("DISPATCH_CITY", &c.City)
@@ -286,6 +289,12 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("DISPATCH_DRAIN_DELAY must be shorter than DISPATCH_SHUTDOWN_TIMEOUT"))
 	}
 	return errors.Join(errs...)
+}
+
+// OutboxPruneEvery is how often the outbox is pruned: every 10 minutes, or a tenth of
+// OutboxKeep if that is shorter.
+func (c Config) OutboxPruneEvery() time.Duration {
+	return min(10*time.Minute, c.OutboxKeep/10)
 }
 
 // Has reports whether this process serves role.

@@ -4,6 +4,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestREADMEListsEverySetting keeps the README's settings table true to the code.
@@ -41,6 +42,7 @@ func TestConfigRefusesBadSettings(t *testing.T) {
 		"DISPATCH_JWT_SECRET_PREVIOUS": testSecret,                  // the current one again
 		"DISPATCH_MYSQL_CA_FILE":       "/etc/ssl/certs/rds-ca.pem", // without MYSQL_DSN
 		"DISPATCH_STAFF_NETWORKS":      "10.40.0.0/16,vpn",
+		"DISPATCH_OUTBOX_KEEP":         "0s",
 	}
 	for name, val := range cases {
 		env := map[string]string{}
@@ -59,5 +61,28 @@ func TestConfigRefusesBadSettings(t *testing.T) {
 	}
 	if _, err := LoadConfig(func(k string) string { return base[k] }); err != nil {
 		t.Errorf("defaults with a secret: got %v, want no error", err)
+	}
+}
+
+// TestOutboxPruneEvery: every 10 minutes, or a tenth of the age kept when that is shorter.
+func TestOutboxPruneEvery(t *testing.T) {
+	for _, c := range []struct {
+		keep string
+		want time.Duration
+	}{
+		{"", 10 * time.Minute}, // the default, 24h
+		{"2h", 10 * time.Minute},
+		{"30m", 3 * time.Minute},
+		{"1s", 100 * time.Millisecond},
+	} {
+		cfg, err := LoadConfig(func(k string) string {
+			return map[string]string{"DISPATCH_JWT_SECRET": testSecret, "DISPATCH_OUTBOX_KEEP": c.keep}[k]
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cfg.OutboxPruneEvery(); got != c.want {
+			t.Errorf("DISPATCH_OUTBOX_KEEP=%q: got every %s, want %s", c.keep, got, c.want)
+		}
 	}
 }

@@ -279,6 +279,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 	}
 	if cfg.Has("dispatcher") || cfg.Has("api") {
 		g.Go(func() error { return workDB.RunRelay(gctx, bus, cfg.RelayInterval) })
+		g.Go(func() error { return conns.db.RunOutboxPruner(gctx, cfg.OutboxKeep, cfg.OutboxPruneEvery()) })
 	}
 
 	srv := api.NewServer(svc, index, api.Options{Verifier: verifier, Ready: ready, Tiles: cfg.MapTiles,
@@ -304,8 +305,18 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 		Strs("roles", cfg.Roles).Bool("embedded", conns.embedded).Msg("listening")
 
 	if cfg.SimDrivers > 0 {
-		sim := loadtest.NewFleet(loadtest.FleetOptions{URL: "ws://" + loopback(httpLn.Addr()) + "/v1/ws",
-			Secret: []byte(cfg.JWTSecret), Drivers: cfg.SimDrivers, BookingsPerMinute: cfg.SimBookings, City: loadtest.Bengaluru, Seed: 1},
+		// A simulated driver at a booking learns its OTP from the simulated customer who made it,
+		// or else from make run's printed customer, as a customer at the car would tell it.
+		var sim *loadtest.Fleet
+		told := devCustomerOTP("http://"+loopback(httpLn.Addr()), []byte(cfg.JWTSecret))
+		sim = loadtest.NewFleet(loadtest.FleetOptions{URL: "ws://" + loopback(httpLn.Addr()) + "/v1/ws",
+			Secret: []byte(cfg.JWTSecret), Drivers: cfg.SimDrivers, BookingsPerMinute: cfg.SimBookings, City: loadtest.Bengaluru, Seed: 1,
+			OTP: func(ctx context.Context, id string) (string, error) {
+				if otp, err := sim.OTP(ctx, id); err == nil {
+					return otp, nil
+				}
+				return told(ctx, id)
+			}},
 			log.With().Str("component", "simulator").Logger())
 		g.Go(func() error { return sim.Run(gctx) })
 	}

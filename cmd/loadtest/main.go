@@ -49,6 +49,8 @@ commands:
             tracking: send-to-receive per viewer, deliveries/s, CPU per delivery (loadtest fanout -h)
   matchsim  the seeded matching simulation: greedy-nearest against batch-optimal pickup
             distances, a Markdown table by drivers per booking (loadtest matchsim -h)
+  drive     one driver online at a spot, driven by hand: arrive, start OTP, end typed on stdin
+            (loadtest drive -h)
 `
 
 // run is the whole program; tests call it with their own args, environment and output.
@@ -71,6 +73,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return matchTable(args[1:], stdout)
 	case "compare":
 		return compare(args[1:], stdout)
+	case "drive":
+		ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		return drive(ctx, args[1:], getenv, os.Stdin, stdout)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -280,4 +286,26 @@ func compare(args []string, stdout io.Writer) error {
 		runs = append(runs, loadtest.Compared{Label: label, Dir: dir, Result: r})
 	}
 	return loadtest.WriteComparison(stdout, runs)
+}
+
+func drive(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout io.Writer) error {
+	fs := flag.NewFlagSet("drive", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	var o loadtest.DriveOptions
+	fs.StringVar(&o.URL, "url", "ws://127.0.0.1:8080/v1/ws", "the server's socket")
+	fs.StringVar(&o.Token, "token", getenv("DRIVER_TOKEN"), "the driver's token, as make run prints it (default $DRIVER_TOKEN)")
+	fs.Float64Var(&o.Lat, "lat", 12.9716, "where the driver waits: latitude")
+	fs.Float64Var(&o.Lng, "lng", 77.5946, "where the driver waits: longitude")
+	fs.DurationVar(&o.Every, "every", time.Second, "how often the driver sends its position")
+	fs.BoolVar(&o.Accept, "accept", false, "accept offers (default: decline them; take only bookings a dispatcher assigns)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("drive: unexpected arguments %q", fs.Args())
+	}
+	return loadtest.Drive(ctx, o, stdin, stdout)
 }
