@@ -427,10 +427,11 @@ func (m *Matcher) Tick(ctx context.Context) error {
 // applyInbox applies the events that arrived since the last tick.
 func (m *Matcher) applyInbox(ctx context.Context, now time.Time) {
 	m.inMu.Lock()
-	books, offs := m.inBook, m.inOff
-	if len(books) > 0 {
-		m.inBook = map[string]Booking{}
+	var books map[string]Booking // taken whole: Observe goes on writing the next one
+	if len(m.inBook) > 0 {
+		books, m.inBook = m.inBook, map[string]Booking{}
 	}
+	offs := m.inOff
 	m.inOff = nil
 	m.inMu.Unlock()
 	for _, b := range books {

@@ -169,12 +169,19 @@ func (s *Service) surge(ctx context.Context, t Tariff, p Place) float64 {
 // marketWait bounds how long pricing waits for the market's figures.
 const marketWait = 300 * time.Millisecond
 
-// behind runs a write to the market off the request's path, bounded in time: losing one costs
-// only the accuracy of later quotes.
+// behind runs a write to the market and waits for it at most marketWait: with Redis slow or
+// away the request goes on without it (losing one costs only the accuracy of later quotes), and
+// the write's goroutine ends by the client's own timeouts.
 func (s *Service) behind(f func(context.Context) error) {
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = f(ctx)
 	}()
+	select {
+	case <-done:
+	case <-time.After(marketWait):
+	}
 }

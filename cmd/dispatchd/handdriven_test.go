@@ -18,6 +18,7 @@ import (
 // arrive, start with the OTP the customer sees, and end, takes the booking to completed.
 func TestHandDrivenBooking(t *testing.T) {
 	s := startServer(t, "embedded", nil)
+	s.registerDriver(t, "dev-driver") // as run-dev.sh does
 	dtok, ctok, stok := sign(t, "driver", "dev-driver"), sign(t, "customer", "dev-customer"), sign(t, "dispatcher", "dev-dispatcher")
 
 	typed, keys := io.Pipe()

@@ -33,7 +33,14 @@ for _ in $(seq 1 100); do
   kill -0 $server 2>/dev/null || exit 1
   sleep 0.2
 done
-# dev-driver waits online and declines offers: it takes the bookings a dispatcher assigns it.
+# dev-driver is registered and verified the way operations registers drivers (POST, then PATCH
+# /v1/drivers), then waits online and declines offers: it takes the bookings a dispatcher
+# assigns it.
+admin_token=$(bin/dispatchd token -role admin -sub dev-admin -ttl 1h)
+curl -sf -X POST "http://127.0.0.1:${port}/v1/drivers" -H "Authorization: Bearer $admin_token" -H 'Content-Type: application/json' \
+  -d "{\"id\":\"dev-driver\",\"name\":\"Dev Driver\",\"phone\":\"+919800000001\",\"licence_no\":\"KA0120260000001\",\"licence_expires\":\"$(date -d '+3 years' +%F)\",\"transmissions\":[\"manual\",\"automatic\"],\"cities\":[\"bengaluru\"]}" >/dev/null || true
+curl -sf -X PATCH "http://127.0.0.1:${port}/v1/drivers/dev-driver" -H "Authorization: Bearer $admin_token" -H 'Content-Type: application/json' \
+  -d '{"verified":true}' >/dev/null || echo "run-dev.sh: could not verify dev-driver" >&2
 bin/loadtest drive -url "ws://127.0.0.1:${port}/v1/ws" -token "$driver_token" </dev/null >/dev/null &
 drive=$!
 wait $server
