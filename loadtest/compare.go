@@ -36,7 +36,7 @@ func WriteComparison(w io.Writer, runs []Compared) error {
 		return fmt.Errorf("compare: want at least two runs, got %d", len(runs))
 	}
 	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
-	p("# The same seeded load, side by side\n\n|")
+	p("# The same seeded load, side by side\n\n| |")
 	for _, r := range runs {
 		p(" %s |", r.Label)
 	}

@@ -16,7 +16,7 @@ func TestWriteComparison(t *testing.T) {
 	if err := WriteComparison(&out, []Compared{{Label: "batch", Dir: "a", Result: batch}, {Label: "greedy", Dir: "b", Result: greedy}}); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"| pickup distance, mean | 800.0 m | 1000.0 m (+25.0%) |", "| pickup distance, p95 | 2000.0 m | 2500.0 m (+25.0%) |",
+	for _, want := range []string{"| | batch | greedy |\n|---|---:|---:|", "| pickup distance, mean | 800.0 m | 1000.0 m (+25.0%) |", "| pickup distance, p95 | 2000.0 m | 2500.0 m (+25.0%) |",
 		"| invariant violations (MySQL) | 0 | 0 |"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("comparison lacks %q:\n%s", want, out.String())
