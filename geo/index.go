@@ -574,31 +574,10 @@ func (x *Index) Position(ctx context.Context, driverID string) (dispatch.Positio
 }
 
 // SetState implements dispatch.Locator: the driver's own record first (the truth), then the
-// copy in the index that searches filter on, which is published on the region's feed.
+// copy in the index that searches filter on, which is published on the region's feed
+// (SetStates for one driver).
 func (x *Index) SetState(ctx context.Context, driverID string, s dispatch.DriverState) error {
-	if err := x.rdb.HSet(ctx, x.drvKey(driverID), "state", string(s)).Err(); err != nil {
-		return fmt.Errorf("set driver %s state: %w", driverID, err)
-	}
-	region, err := x.rdb.HGet(ctx, x.drvKey(driverID), "region").Result()
-	if errors.Is(err, redis.Nil) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("driver %s region: %w", driverID, err)
-	}
-	rec, err := stateScript.Run(ctx, x.rdb, []string{x.posKey(region), x.cellsKey(region)}, driverID, string(s)).Text()
-	if errors.Is(err, redis.Nil) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("index driver %s state: %w", driverID, err)
-	}
-	if p, ok := parseRecord(driverID, rec); ok {
-		if err := x.publish(ctx, x.rdb, region, []dispatch.DriverView{p.View()}); err != nil {
-			return fmt.Errorf("publish driver %s state: %w", driverID, err)
-		}
-	}
-	return nil
+	return x.SetStates(ctx, []string{driverID}, s)
 }
 
 func (x *Index) publish(ctx context.Context, c redis.Cmdable, region string, views []dispatch.DriverView) error {

@@ -386,19 +386,9 @@ func (r *Replica) Position(ctx context.Context, driverID string) (dispatch.Posit
 }
 
 // SetState implements dispatch.Locator: in Redis, then in memory at once (the feed brings it
-// too, but a matcher must not offer the same driver twice in the meantime).
+// too, but a matcher must not offer the same driver twice in the meantime); SetStates for one.
 func (r *Replica) SetState(ctx context.Context, driverID string, s dispatch.DriverState) error {
-	if err := r.x.SetState(ctx, driverID, s); err != nil {
-		return err
-	}
-	r.mu.Lock()
-	if e := r.drivers[driverID]; e != nil {
-		p := e.pos
-		p.State = s
-		r.applyLocked(p)
-	}
-	r.mu.Unlock()
-	return nil
+	return r.SetStates(ctx, []string{driverID}, s)
 }
 
 // State implements dispatch.Locator.

@@ -277,25 +277,8 @@ func (c *client) expect(typ string, within time.Duration, match func(json.RawMes
 // reply waits for the ack or error answering seq and returns the error code ("" for an ack).
 func (c *client) reply(seq int64) string {
 	c.t.Helper()
-	deadline := time.After(5 * time.Second)
-	for {
-		select {
-		case f, ok := <-c.frames:
-			if !ok {
-				c.t.Fatalf("socket closed while waiting for the answer to %d", seq)
-			}
-			var r struct {
-				Ref  *int64 `json:"ref"`
-				Code string `json:"code"`
-			}
-			_ = json.Unmarshal(f.Data, &r)
-			if (f.Type == "ack" || f.Type == "error") && r.Ref != nil && *r.Ref == seq {
-				return r.Code
-			}
-		case <-deadline:
-			c.t.Fatalf("no answer to seq %d within 5 s", seq)
-		}
-	}
+	code, _ := c.replyMsg(seq)
+	return code
 }
 
 func field(data json.RawMessage, name string) string {
