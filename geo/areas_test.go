@@ -180,6 +180,18 @@ func TestMarket(t *testing.T) {
 	if load.Demand != 3 || load.Supply != 1 || load.Level != -1 || load.Cell != geo.MarketCell(lat, lng).String() {
 		t.Errorf("Load: got %+v, want demand 3, supply 1, level -1 in cell %s", load, geo.MarketCell(lat, lng))
 	}
+	// Supply is counted once a second per cell: a driver taken within the second still counts,
+	// and no longer once the count is a second old.
+	if err := x.SetState(ctx, "d-avail", dispatch.DriverOnTrip); err != nil {
+		t.Fatal(err)
+	}
+	if load, _ = m.Load(ctx, lat, lng, 15*time.Minute, now); load.Supply != 1 {
+		t.Errorf("Load within the second: got supply %d, want the counted 1", load.Supply)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	if load, _ = m.Load(ctx, lat, lng, 15*time.Minute, now); load.Supply != 0 {
+		t.Errorf("Load a second later: got supply %d, want 0", load.Supply)
+	}
 	if err := m.SetLevel(ctx, load.Cell, 2, 1.75, time.Minute); err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/drivers4me/dispatch/dispatch"
@@ -26,7 +27,21 @@ const MarketRes = 7
 type Market struct {
 	x     *Index
 	fresh time.Duration
+
+	// supply caches each cell's count for supplyTTL: a booking reads seven cells of about 50
+	// index cells each, and at peak most bookings land in a few busy markets. A count a second
+	// old prices a window of minutes as well as a new one.
+	mu     sync.Mutex
+	supply map[h3.Cell]cellSupply
 }
+
+type cellSupply struct {
+	n  int
+	at time.Time // when it was counted (this process's clock)
+}
+
+// supplyTTL is how long a cell's supply count is reused.
+const supplyTTL = time.Second
 
 var _ dispatch.Market = (*Market)(nil)
 
@@ -36,7 +51,7 @@ func NewMarket(x *Index, fresh time.Duration) *Market {
 	if fresh <= 0 {
 		fresh = time.Minute
 	}
-	return &Market{x: x, fresh: fresh}
+	return &Market{x: x, fresh: fresh, supply: map[h3.Cell]cellSupply{}}
 }
 
 func (m *Market) demandKey(c h3.Cell) string { return m.x.prefix + "mkt:dem:" + c.String() }
@@ -77,16 +92,59 @@ func (m *Market) Load(ctx context.Context, lat, lng float64, window time.Duratio
 			}
 		}
 	}
-	positions, err := m.x.InArea(ctx, disk)
+	supply, err := m.supplyIn(ctx, disk, now)
 	if err != nil {
 		return dispatch.MarketLoad{}, fmt.Errorf("market %s supply: %w", centre, err)
 	}
-	for _, p := range positions {
-		if p.State == dispatch.DriverAvailable && now.Sub(p.At) < m.fresh {
-			load.Supply++
+	load.Supply = supply
+	return load, nil
+}
+
+// supplyIn counts the drivers available and fresh in the cells, reading from the index only
+// the cells whose count is older than supplyTTL.
+func (m *Market) supplyIn(ctx context.Context, cells []h3.Cell, now time.Time) (int, error) {
+	total := 0
+	var stale []h3.Cell
+	m.mu.Lock()
+	for _, c := range cells {
+		if c == 0 {
+			continue
+		}
+		if s, ok := m.supply[c]; ok && time.Since(s.at) < supplyTTL {
+			total += s.n
+		} else {
+			stale = append(stale, c)
 		}
 	}
-	return load, nil
+	m.mu.Unlock()
+	if len(stale) == 0 {
+		return total, nil
+	}
+	at := time.Now()
+	positions, err := m.x.InArea(ctx, stale)
+	if err != nil {
+		return 0, err
+	}
+	counts := make(map[h3.Cell]int, len(stale))
+	for _, p := range positions {
+		if p.State == dispatch.DriverAvailable && now.Sub(p.At) < m.fresh {
+			// The index keeps a point in its CellRes cell, and InArea read the CellRes children
+			// of each market cell: the parent names the market cell it was read for.
+			counts[h3.LatLngToCell(h3.LatLng{Lat: p.Lat, Lng: p.Lng}, CellRes).Parent(MarketRes)]++
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for c, s := range m.supply {
+		if at.Sub(s.at) > supplyTTL {
+			delete(m.supply, c) // markets nobody asks about
+		}
+	}
+	for _, c := range stale {
+		total += counts[c]
+		m.supply[c] = cellSupply{n: counts[c], at: at}
+	}
+	return total, nil
 }
 
 // SetLevel implements dispatch.Market.

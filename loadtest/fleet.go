@@ -32,6 +32,9 @@ type FleetOptions struct {
 	Secret []byte
 	// Drivers on their own sockets; each sends a point every Tick.
 	Drivers int
+	// Registered: the drivers' verified profiles exist already (seeded before the run), so no
+	// driver registers through the API before its first socket.
+	Registered bool
 	// FirstDriver numbers the first driver, so that several processes share one id space.
 	FirstDriver int
 	Tick        time.Duration // default 2 s
@@ -93,6 +96,7 @@ type Counts struct {
 	Reconnects        atomic.Int64 // sockets dropped on purpose and opened again
 	Errors            atomic.Int64 // sockets that failed (dial, read or write)
 	Connected         atomic.Int64 // driver sockets open now
+	Arrived           atomic.Int64 // drivers whose first socket has opened
 	InFlight          atomic.Int64 // messages sent and not yet answered
 	RateLimited       atomic.Int64 // REST requests answered 429 and sent again later
 
@@ -130,7 +134,13 @@ type Fleet struct {
 	lastOffer atomic.Int64 // Unix ms of the last distinct offer received
 
 	otps sync.Map // booking id -> OTP, as the customer would tell its driver
+	// registering bounds the registrations in flight (registerAtOnce), as an operator's import
+	// would, instead of the whole fleet's at once.
+	registering chan struct{}
 }
+
+// registerAtOnce is how many drivers of one process register at a time.
+const registerAtOnce = 16
 
 // NewFleet returns a fleet.
 func NewFleet(opts FleetOptions, log zerolog.Logger) *Fleet {
@@ -158,7 +168,8 @@ func NewFleet(opts FleetOptions, log zerolog.Logger) *Fleet {
 	if opts.Series == nil {
 		opts.Series = NewSeries(time.Now())
 	}
-	f := &Fleet{opts: opts, log: log, Series: opts.Series, drained: make(chan struct{})}
+	f := &Fleet{opts: opts, log: log, Series: opts.Series, drained: make(chan struct{}),
+		registering: make(chan struct{}, registerAtOnce)}
 	rest := opts.REST
 	if rest == "" {
 		rest = baseOf(opts.URL)
@@ -194,6 +205,20 @@ func (f *Fleet) Run(ctx context.Context) error {
 		return err
 	}
 	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		f.RunCustomers(ctx)
+	}()
+	f.RunDrivers(ctx)
+	wg.Wait()
+	return nil
+}
+
+// RunDrivers runs the fleet's drivers until ctx ends (Run without the customers: a run that
+// warms up connects its drivers first and starts the demand once they are all there).
+func (f *Fleet) RunDrivers(ctx context.Context) {
+	var wg sync.WaitGroup
 	for i := 0; i < f.opts.Drivers; i++ {
 		wg.Add(1)
 		go func(i int) {
@@ -201,15 +226,14 @@ func (f *Fleet) Run(ctx context.Context) error {
 			f.driver(ctx, f.opts.FirstDriver+i)
 		}(i)
 	}
-	if f.opts.BookingsPerMinute > 0 || f.opts.Demand.Name != "" {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			f.customers(ctx)
-		}()
-	}
 	wg.Wait()
-	return nil
+}
+
+// RunCustomers books to the demand (if the fleet has one) until ctx ends or Drain.
+func (f *Fleet) RunCustomers(ctx context.Context) {
+	if f.opts.BookingsPerMinute > 0 || f.opts.Demand.Name != "" {
+		f.customers(ctx)
+	}
 }
 
 // Drain stops the customers and makes drivers decline every new offer and stop dropping their
@@ -311,8 +335,9 @@ type driverSim struct {
 	homeLn float64
 	lastTS int64
 	gap    []point
-	// registered: the driver's profile exists and is verified (register).
-	registered bool
+	// registered: the driver's profile exists and is verified (register); arrived: a socket
+	// of the driver's has opened.
+	registered, arrived bool
 
 	mu         sync.Mutex
 	decide     *mrand.Rand // offer decisions, under mu
@@ -334,13 +359,19 @@ func (f *Fleet) driver(ctx context.Context, i int) {
 	if !sleep(ctx, time.Duration(d.r.Int63n(int64(f.opts.Tick)))) {
 		return
 	}
+	d.registered = f.opts.Registered
 	for ctx.Err() == nil {
-		if !d.registered {
-			if err := f.register(ctx, d); err != nil {
+		// A driver without a verified profile is refused online: it registers first, again
+		// after a pause when that fails (the API busy), and only then opens its socket.
+		for pause := time.Second; !d.registered; pause = min(2*pause, 30*time.Second) {
+			if err := f.register(ctx, d); err == nil {
+				d.registered = true
+			} else {
 				f.Counts.Errors.Add(1)
 				f.log.Debug().Err(err).Str("driver", d.id).Msg("driver registration failed")
-			} else {
-				d.registered = true
+				if !sleep(ctx, pause) {
+					return
+				}
 			}
 		}
 		reconnect, err := d.session(ctx)
@@ -372,6 +403,12 @@ func (f *Fleet) driver(ctx context.Context, i int) {
 // POST /v1/drivers, then PATCH verified (an admin's calls; 409 from the POST: it exists). A
 // driver without one is refused online.
 func (f *Fleet) register(ctx context.Context, d *driverSim) error {
+	select {
+	case f.registering <- struct{}{}:
+		defer func() { <-f.registering }()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 	profile := map[string]any{
 		"id": d.id, "name": fmt.Sprintf("Sim Driver %d", d.i), "phone": fmt.Sprintf("+91%010d", 9000000000+int64(d.i)%1000000000),
 		"licence_no": fmt.Sprintf("KA01SIM%08d", d.i), "licence_expires": time.Now().AddDate(5, 0, 0).Format(time.DateOnly),
@@ -537,6 +574,10 @@ func (d *driverSim) session(ctx context.Context) (reconnect bool, err error) {
 		return false, err
 	}
 	f.Counts.Connected.Add(1)
+	if !d.arrived {
+		d.arrived = true
+		f.Counts.Arrived.Add(1)
+	}
 	s := &socket{d: d, ws: ws, pend: map[int64]pendingMsg{}}
 	defer func() {
 		s.wmu.Lock()

@@ -66,8 +66,12 @@ type IngestReport struct {
 	ErrorFrames        int64   // error frames the server answered (any rejected point)
 	// Server counters over the measured window (from MetricsURL).
 	Received, Indexed, Rejected float64
-	IndexedPerSec               float64
-	IndexP50, IndexP99          time.Duration // socket read to indexed, from the server's histogram (bucket upper bounds)
+	// ServerCPU is the server process's CPU over the window; ServerRSS its resident memory at
+	// the end, with every socket open.
+	ServerCPU          time.Duration
+	ServerRSS          int64
+	IndexedPerSec      float64
+	IndexP50, IndexP99 time.Duration // socket read to indexed, from the server's histogram (bucket upper bounds)
 	// Probes: socket write to visible in a nearby query of the index.
 	Probes, ProbesLate           int
 	VisibleP50, VisibleP99, VMax time.Duration
@@ -304,6 +308,8 @@ measure:
 		rep.Indexed = after.indexed - before.indexed
 		rep.Rejected = after.rejected - before.rejected
 		rep.IndexedPerSec = rep.Indexed / elapsed.Seconds()
+		rep.ServerCPU = time.Duration((after.cpu - before.cpu) * float64(time.Second))
+		rep.ServerRSS = int64(after.rss)
 		rep.IndexP50 = after.quantile(before, 0.5)
 		rep.IndexP99 = after.quantile(before, 0.99)
 	}
@@ -488,6 +494,7 @@ func ingestCheck(ctx context.Context, x *geo.Index, ds []*ingestDriver) (checked
 // ingestMetrics are the server's ingestion counters and its socket-to-indexed histogram.
 type ingestMetrics struct {
 	received, indexed, rejected float64
+	cpu, rss                    float64             // the server process's CPU seconds and resident bytes
 	buckets                     map[float64]float64 // le -> cumulative count
 }
 
@@ -519,6 +526,10 @@ func scrapeIngest(url string) (*ingestMetrics, error) {
 			m.received = v
 		case name == "dispatch_locations_indexed_total":
 			m.indexed = v
+		case name == "process_cpu_seconds_total":
+			m.cpu = v
+		case name == "process_resident_memory_bytes":
+			m.rss = v
 		case strings.HasPrefix(name, "dispatch_locations_rejected_total{"):
 			m.rejected += v
 		case strings.HasPrefix(name, `dispatch_location_index_seconds_bucket{le="`):
@@ -574,6 +585,14 @@ func (r IngestReport) Markdown() string {
 	}
 	fmt.Fprintf(&b, "| socket write to visible in a nearby query, p50 / p99 / max (%d probes, %d not seen in 5 s) | %v / %v / %v |\n",
 		r.Probes, r.ProbesLate, r.VisibleP50.Round(100*time.Microsecond), r.VisibleP99.Round(100*time.Microsecond), r.VMax.Round(100*time.Microsecond))
+	if r.ServerCPU > 0 && r.Received > 0 {
+		fmt.Fprintf(&b, "| server CPU over the window: share of one core; CPU-µs per point received | %.0f%%; %.0f |\n",
+			100*r.ServerCPU.Seconds()/r.Duration.Seconds(), float64(r.ServerCPU.Microseconds())/r.Received)
+	}
+	if r.ServerRSS > 0 && r.Connected > 0 {
+		fmt.Fprintf(&b, "| server RSS with every socket open; per socket (whole RSS over sockets) | %.0f MiB; %.1f KiB |\n",
+			float64(r.ServerRSS)/(1<<20), float64(r.ServerRSS)/1024/float64(r.Connected))
+	}
 	fmt.Fprintf(&b, "| error frames from the server | %d |\n", r.ErrorFrames)
 	fmt.Fprintf(&b, "| drivers whose stored position is not the last point sent | %d of %d |\n", r.Lost, r.Checked)
 	return b.String()

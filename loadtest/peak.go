@@ -55,6 +55,12 @@ type PeakOptions struct {
 	TripTime          time.Duration
 	// Dispatchers watching districts with watch.area.
 	Dispatchers int
+	// Registered: the drivers' verified profiles were seeded before the run (city.sh writes
+	// them to MySQL in one statement); else each driver registers through the API first.
+	Registered bool
+	// Warmup, when set, holds the demand back until every driver is connected, for at most
+	// this long: the run's figures (throughput, per-unit costs) then cover the whole fleet.
+	Warmup time.Duration
 	// Drain is how long, after the demand stops, trips under way may take to finish before
 	// what is still open is cancelled (default 30 s).
 	Drain time.Duration
@@ -139,6 +145,8 @@ func (o *PeakOptions) defaults() error {
 		errs = append(errs, fmt.Errorf("duration: want more than 0 and at most %s", MaxDuration))
 	case o.Drain > MaxDrain:
 		errs = append(errs, fmt.Errorf("drain: at most %s", MaxDrain))
+	case o.Warmup < 0 || o.Warmup > MaxDuration:
+		errs = append(errs, fmt.Errorf("warm-up: 0 to %s", MaxDuration))
 	case o.Demand.Peak() > MaxRate:
 		errs = append(errs, fmt.Errorf("demand peaks at %.0f bookings/s: at most %d", o.Demand.Peak(), MaxRate))
 	case o.AcceptP <= 0 || o.DeclineP < 0 || o.AcceptP+o.DeclineP > 1:
@@ -212,7 +220,8 @@ func Peak(ctx context.Context, o PeakOptions) (*Result, error) {
 	series := NewSeries(start)
 	fopts := FleetOptions{URL: wsURL, REST: rest, Secret: o.Secret, Tick: o.Tick, Demand: o.Demand, ScheduledP: o.ScheduledP,
 		AcceptP: o.AcceptP, IgnoreP: 1 - o.AcceptP - o.DeclineP, ReconnectP: o.ReconnectP, Approach: o.Approach,
-		TripTime: o.TripTime, City: o.City, Seed: o.Seed, IDPrefix: o.IDPrefix, LocalAddrs: sources, Series: series}
+		TripTime: o.TripTime, City: o.City, Seed: o.Seed, IDPrefix: o.IDPrefix, LocalAddrs: sources, Series: series,
+		Registered: o.Registered}
 	if fopts.IgnoreP < 1e-9 {
 		fopts.IgnoreP = 0
 	}
@@ -241,7 +250,7 @@ func Peak(ctx context.Context, o PeakOptions) (*Result, error) {
 		}
 		per := (o.Drivers + procs - 1) / procs
 		for first := 0; first < o.Drivers; first += per {
-			cfg := childConfig{URL: sockets[len(children)%len(sockets)], REST: rest, Secret: o.Secret, FirstDriver: first, Drivers: min(per, o.Drivers-first),
+			cfg := childConfig{URL: sockets[len(children)%len(sockets)], REST: rest, Secret: o.Secret, FirstDriver: first, Drivers: min(per, o.Drivers-first), Registered: o.Registered,
 				Tick: o.Tick, AcceptP: fopts.AcceptP, IgnoreP: fopts.IgnoreP, ReconnectP: o.ReconnectP, Approach: o.Approach,
 				TripTime: o.TripTime, City: o.City, Seed: o.Seed, IDPrefix: o.IDPrefix, LocalAddrs: sources,
 				OTPURL: "http://" + ln.Addr().String() + "/otp", Start: start}
@@ -274,7 +283,10 @@ func Peak(ctx context.Context, o PeakOptions) (*Result, error) {
 	defer stopDriving()
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); _ = fleet.Run(driveCtx) }()
+	if err := CheckLoopback(fopts.URL); err != nil {
+		return nil, err
+	}
+	go func() { defer wg.Done(); fleet.RunDrivers(driveCtx) }()
 	go func() { defer wg.Done(); _ = disp.Run(driveCtx) }()
 
 	bar := newProgress(o.Progress, o.TTY, o.Duration, series)
@@ -290,6 +302,16 @@ func Peak(ctx context.Context, o PeakOptions) (*Result, error) {
 	}()
 
 	res := &Result{Procs: max(procs, 1), Sources: sources, loadBefore: loadBefore}
+	if o.Warmup > 0 {
+		phase("warm-up")
+		if n, ok := warmUp(ctx, o, live); !ok {
+			log.Warn().Int64("arrived", n).Int("drivers", o.Drivers).Dur("warmup", o.Warmup).
+				Msg("the warm-up ended before every driver was connected; the demand starts anyway")
+		}
+	}
+	demandStart := time.Now()
+	wg.Add(1)
+	go func() { defer wg.Done(); fleet.RunCustomers(driveCtx) }()
 	phase("run")
 	interrupted := !sleep(ctx, o.Duration)
 	runEnd := time.Now()
@@ -333,7 +355,9 @@ func Peak(ctx context.Context, o PeakOptions) (*Result, error) {
 		Outside: disp.Counts.Outside.Load()}
 	res.Dispatchers.LatencyP50MS, res.Dispatchers.LatencyP99MS, res.Dispatchers.LatencyN = disp.Counts.ViewLatency()
 	res.Settled, res.Interrupted = settled, interrupted
-	res.StartedAt, res.RunSeconds, res.DrainSeconds = start, runEnd.Sub(start).Seconds(), end.Sub(runEnd).Seconds()
+	res.StartedAt, res.DemandStartedAt = start, demandStart
+	res.WarmupSeconds = demandStart.Sub(start).Seconds()
+	res.RunSeconds, res.DrainSeconds = runEnd.Sub(demandStart).Seconds(), end.Sub(runEnd).Seconds()
 
 	report := context.WithoutCancel(ctx)
 	if o.MetricsURL != "" {
@@ -358,6 +382,26 @@ func Peak(ctx context.Context, o PeakOptions) (*Result, error) {
 	}
 	res.fill(o, series)
 	return res, nil
+}
+
+// warmUp waits, at most o.Warmup, until every driver has registered and opened its first
+// socket, then two ticks more, so that the demand and the figures over it start with the whole fleet there (drivers
+// then come and go at the reconnect rate, as during the run). It returns how many had arrived
+// and whether that was all of them.
+func warmUp(ctx context.Context, o PeakOptions, live func() (Totals, time.Time)) (int64, bool) {
+	deadline := time.Now().Add(o.Warmup)
+	for {
+		t, _ := live()
+		if t.Arrived >= int64(o.Drivers) {
+			// Two more ticks: the server answers the last arrivals' hello and status, and every
+			// driver has sent a point, before the demand and its figures start.
+			sleep(ctx, 2*o.Tick)
+			return t.Arrived, true
+		}
+		if time.Now().After(deadline) || !sleep(ctx, 200*time.Millisecond) {
+			return t.Arrived, false
+		}
+	}
 }
 
 // openStatuses are every status a booking can leave; terminalOrder cancels the waiting first.

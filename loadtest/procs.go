@@ -34,6 +34,7 @@ type childConfig struct {
 	Secret      []byte        `json:"secret"`
 	FirstDriver int           `json:"first_driver"`
 	Drivers     int           `json:"drivers"`
+	Registered  bool          `json:"registered,omitempty"`
 	Tick        time.Duration `json:"tick"`
 	AcceptP     float64       `json:"accept_p"`
 	IgnoreP     float64       `json:"ignore_p"`
@@ -88,7 +89,7 @@ func RunChild(ctx context.Context, stdin io.Reader, stdout io.Writer, log zerolo
 			return err
 		}
 	}
-	fleet := NewFleet(FleetOptions{URL: cfg.URL, REST: cfg.REST, Secret: cfg.Secret, Drivers: cfg.Drivers, FirstDriver: cfg.FirstDriver,
+	fleet := NewFleet(FleetOptions{URL: cfg.URL, REST: cfg.REST, Secret: cfg.Secret, Drivers: cfg.Drivers, FirstDriver: cfg.FirstDriver, Registered: cfg.Registered,
 		Tick: cfg.Tick, AcceptP: cfg.AcceptP, IgnoreP: cfg.IgnoreP, ReconnectP: cfg.ReconnectP, Approach: cfg.Approach,
 		TripTime: cfg.TripTime, City: cfg.City, Seed: cfg.Seed, IDPrefix: cfg.IDPrefix, LocalAddrs: cfg.LocalAddrs,
 		OTP: remoteOTP(cfg.OTPURL), Series: series}, log)

@@ -24,10 +24,15 @@ func newProgress(w io.Writer, tty bool, length time.Duration, s *Series) *progre
 	return &progress{w: w, tty: tty, length: length, series: s}
 }
 
+// phase names what the run does now; off a terminal it also writes "phase NAME at TIME", the
+// line scripts wait for (city.sh starts its kill clock at "phase run").
 func (p *progress) phase(ph string) {
 	p.mu.Lock()
 	p.ph = ph
 	p.mu.Unlock()
+	if !p.tty {
+		fmt.Fprintf(p.w, "phase %s at %s\n", ph, time.Now().UTC().Format(time.RFC3339Nano))
+	}
 }
 
 // run draws until ctx ends; totals reads the live counts.

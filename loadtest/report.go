@@ -21,11 +21,15 @@ import (
 
 // Result is the report of a peak run; it is written as report.json.
 type Result struct {
-	Scenario     Scenario  `json:"scenario"`
-	Machine      Machine   `json:"machine"`
-	StartedAt    time.Time `json:"started_at"`
-	RunSeconds   float64   `json:"run_s"`
-	DrainSeconds float64   `json:"drain_s"`
+	Scenario  Scenario  `json:"scenario"`
+	Machine   Machine   `json:"machine"`
+	StartedAt time.Time `json:"started_at"`
+	// WarmupSeconds: from the start until every driver was connected and the demand began
+	// (0 without a warm-up); DemandStartedAt is that moment. RunSeconds is the demand's.
+	WarmupSeconds   float64   `json:"warmup_s,omitempty"`
+	DemandStartedAt time.Time `json:"demand_started_at"`
+	RunSeconds      float64   `json:"run_s"`
+	DrainSeconds    float64   `json:"drain_s"`
 	// Settled: after the drain every message was answered and no offer was in flight, so the
 	// counts can be set exactly beside the server's.
 	Settled     bool     `json:"settled"`
@@ -263,11 +267,12 @@ func (r *Result) fill(o PeakOptions, s *Series) {
 		}
 	}
 	runS := max(1, int(math.Round(r.RunSeconds)))
+	warmS := int(math.Round(r.WarmupSeconds))
 	r.Throughput = map[string]Rate{}
 	for _, k := range []Kind{KindLocations, KindBookings, KindOffers, KindAccepts, KindCompletions, KindViewFrames, KindViewDrivers} {
 		var sum, peak int64
 		for i, row := range r.Seconds {
-			if i < runS {
+			if i >= warmS && i < warmS+runS {
 				sum += row.Counts[k.String()]
 			}
 			peak = max(peak, row.Counts[k.String()])
@@ -286,7 +291,7 @@ func (r *Result) fill(o PeakOptions, s *Series) {
 	for _, ph := range phases(o.Demand) {
 		var xs []float64
 		for _, l := range ls {
-			if at := l.created.Sub(s.Start()); at >= ph.from && at < ph.to {
+			if at := l.created.Sub(r.DemandStartedAt); at >= ph.from && at < ph.to {
 				xs = append(xs, l.ms)
 			}
 		}
@@ -392,7 +397,11 @@ func (r *Result) Markdown() string {
 	if len(r.Sources) > 0 {
 		p(", sources %s", strings.Join(r.Sources, ", "))
 	}
-	p(".\n\nStarted %s; demand for %.1fs, then %.1fs of drain. Settled: %v.", r.StartedAt.UTC().Format(time.RFC3339), r.RunSeconds, r.DrainSeconds, r.Settled)
+	p(".\n\nStarted %s", r.StartedAt.UTC().Format(time.RFC3339))
+	if r.WarmupSeconds > 0 {
+		p("; every driver connected after %.1fs of warm-up", r.WarmupSeconds)
+	}
+	p("; demand for %.1fs, then %.1fs of drain. Settled: %v.", r.RunSeconds, r.DrainSeconds, r.Settled)
 	if r.Interrupted {
 		p(" **Interrupted before the end.**")
 	}

@@ -20,6 +20,7 @@ type Totals struct {
 	Reconnects        int64 `json:"reconnects"`
 	Errors            int64 `json:"socket_errors"`
 	Connected         int64 `json:"connected"`
+	Arrived           int64 `json:"drivers_arrived"`
 	InFlight          int64 `json:"in_flight"`
 	RateLimited       int64 `json:"rate_limited"`
 	// Refused counts the server's error frames by "message type: code", with an example message.
@@ -42,7 +43,7 @@ func (c *Counts) Totals() Totals {
 		BookingsCreated: c.BookingsCreated.Load(), BookingErrors: c.BookingErrors.Load(),
 		BookingsSkipped: c.BookingsSkipped.Load(), BookingsCompleted: c.BookingsCompleted.Load(),
 		ActionErrors: c.ActionErrors.Load(), Unanswered: c.Unanswered.Load(), Reconnects: c.Reconnects.Load(),
-		Errors: c.Errors.Load(), Connected: c.Connected.Load(), InFlight: c.InFlight.Load(),
+		Errors: c.Errors.Load(), Connected: c.Connected.Load(), Arrived: c.Arrived.Load(), InFlight: c.InFlight.Load(),
 		RateLimited: c.RateLimited.Load(), Refused: c.refusedTotals(),
 	}
 }
@@ -79,6 +80,7 @@ func (t *Totals) Add(o Totals) {
 	t.Reconnects += o.Reconnects
 	t.Errors += o.Errors
 	t.Connected += o.Connected
+	t.Arrived += o.Arrived
 	t.InFlight += o.InFlight
 	t.RateLimited += o.RateLimited
 	for k, r := range o.Refused {

@@ -107,6 +107,8 @@ func peak(ctx context.Context, args []string, getenv func(string) string, stdout
 	trip := fs.Duration("trip", 20*time.Second, "how long a simulated trip lasts")
 	dispatchers := fs.Int("dispatchers", 8, "simulated dispatchers watching districts")
 	drain := fs.Duration("drain", 30*time.Second, "after the demand stops, how long trips under way may take to finish")
+	registered := fs.Bool("registered", false, "the drivers' verified profiles exist already (seeded); else each registers through the API before its first socket")
+	warmup := fs.Duration("warmup", 0, "hold the demand back until every driver is connected, for at most this long (0: book from the start)")
 	procs := fs.Int("procs", 0, fmt.Sprintf("child processes for the driver sockets (0: one per %d sockets when more)", loadtest.SocketsPerProc))
 	sources := fs.Int("sources", 0, fmt.Sprintf("127.0.0.x source addresses (0: one per %d sockets when more)", loadtest.SocketsPerSource))
 	exe := fs.String("exe", "", "binary started for children (default: this one)")
@@ -158,7 +160,7 @@ func peak(ctx context.Context, args []string, getenv func(string) string, stdout
 	o := loadtest.PeakOptions{
 		Target: *target, Secret: []byte(getenv("DISPATCH_JWT_SECRET")), City: c, Drivers: *drivers, Tick: *tick,
 		Duration: *duration, Demand: demand, ScheduledP: *scheduled, AcceptP: *accept, DeclineP: *decline,
-		ReconnectP: *reconnect, Approach: *approach, TripTime: *trip, Dispatchers: *dispatchers, Drain: *drain,
+		ReconnectP: *reconnect, Approach: *approach, TripTime: *trip, Dispatchers: *dispatchers, Drain: *drain, Warmup: *warmup, Registered: *registered,
 		Procs: *procs, Sources: *sources, Exe: *exe, MetricsURL: *metrics, Seed: *seed, IDPrefix: *prefix,
 		Progress: stdout, TTY: isTerminal(stdout), Log: log,
 	}

@@ -81,7 +81,7 @@ func TestPeakAgreesWithServer(t *testing.T) {
 	err := run(ctx, []string{"peak", "-target", "http://" + srv.http, "-metrics", "http://" + srv.admin + "/metrics",
 		"-mysql-dsn", dsn, "-drivers", "50", "-duration", "15s", "-tick", "1s", "-profile", "flash", "-rate", "2",
 		"-scheduled", "0.1", "-accept", "0.8", "-decline", "0.15", "-reconnect", "3", "-approach", "3s", "-trip", "2s",
-		"-drain", "15s", "-dispatchers", "3", "-procs", "2", "-out", out, "-log-level", "warn"},
+		"-drain", "15s", "-dispatchers", "3", "-procs", "2", "-warmup", "30s", "-out", out, "-log-level", "warn"},
 		func(k string) string { return env[k] }, &stdout)
 	if err != nil {
 		t.Fatalf("loadtest peak: %v\n%s\nserver log:\n%s", err, stdout.String(), srv.logTail())
@@ -107,6 +107,15 @@ func TestPeakAgreesWithServer(t *testing.T) {
 			res.Settled, res.Interrupted, res.Procs, res.ChildErrors)
 	}
 	c := res.Totals
+	// The warm-up held the demand back until every driver had a socket: no booking before it.
+	if c.Arrived != 50 || res.WarmupSeconds <= 0 {
+		t.Errorf("warm-up: %d of 50 drivers arrived, %.1f s of warm-up; want 50 and some", c.Arrived, res.WarmupSeconds)
+	}
+	for _, row := range res.Seconds {
+		if float64(row.T+1) <= res.WarmupSeconds && row.Counts["bookings"] > 0 {
+			t.Errorf("second %d of the warm-up (%.1f s) has %d bookings; want none", row.T, res.WarmupSeconds, row.Counts["bookings"])
+		}
+	}
 	// The run must have exercised every path, or agreement means nothing.
 	for name, n := range map[string]int64{"location points": c.LocationsSent, "bookings": c.BookingsCreated,
 		"offers": c.OffersReceived, "accepts": c.OffersAccepted, "declines": c.OffersDeclined,
