@@ -17,7 +17,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/drivers4me/dispatch/geo"
 	"github.com/gorilla/websocket"
 	"github.com/rs/zerolog"
 )
@@ -421,7 +420,7 @@ func (d *driverSim) move(tr trip) point {
 	var moved float64
 	switch tr.status {
 	case "assigned":
-		dist := geo.DistanceM(d.lat, d.lng, tr.pickupLat, tr.pickupLng)
+		dist := distanceM(d.lat, d.lng, tr.pickupLat, tr.pickupLng)
 		d.head = bearing(d.lat, d.lng, tr.pickupLat, tr.pickupLng)
 		if a := d.f.opts.Approach; a > 0 {
 			left := (a - now.Sub(tr.assignedAt)).Seconds()
@@ -432,7 +431,7 @@ func (d *driverSim) move(tr trip) point {
 	case "arrived":
 		speed = 0
 	default: // idle or on a trip: wander, drifting back toward home when far from it
-		if geo.DistanceM(d.lat, d.lng, d.homeLa, d.homeLn) > 5000 {
+		if distanceM(d.lat, d.lng, d.homeLa, d.homeLn) > 5000 {
 			d.head = math.Mod(bearing(d.lat, d.lng, d.homeLa, d.homeLn)+d.r.NormFloat64()*20+360, 360)
 		} else {
 			d.head = math.Mod(d.head+d.r.NormFloat64()*25+360, 360)
@@ -658,7 +657,7 @@ func (d *driverSim) act(ctx context.Context, s *socket, tr trip) error {
 		if tr.arriveSent {
 			return nil
 		}
-		near := geo.DistanceM(d.lat, d.lng, tr.pickupLat, tr.pickupLng) < 150
+		near := distanceM(d.lat, d.lng, tr.pickupLat, tr.pickupLng) < 150
 		late := f.opts.Approach > 0 && time.Since(tr.assignedAt) >= f.opts.Approach
 		if !near && !late {
 			return nil
