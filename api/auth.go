@@ -174,7 +174,8 @@ func websocketProtocols(r *http.Request) []string {
 	return out
 }
 
-// Sign makes a token (for `dispatchd token`, the simulator and tests).
+// Sign makes a token (for `dispatchd token`, dispatchd's development wiring and tests; the load
+// generator signs its own, loadtest/token.go).
 func Sign(secret []byte, role, sub string, ttl time.Duration, issuer, audience string) (string, error) {
 	c := claims{Role: role, RegisteredClaims: jwt.RegisteredClaims{
 		Subject: sub, Issuer: issuer, IssuedAt: jwt.NewNumericDate(time.Now()),

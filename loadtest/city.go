@@ -14,6 +14,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand"
+
+	"github.com/uber/h3-go/v4"
 )
 
 // City is a box and the hotspots where drivers and demand gather.
@@ -70,6 +72,12 @@ func (c City) step(lat, lng, heading, metres float64) (float64, float64, float64
 		nlat, nlng = c.clamp(nlat, nlng)
 	}
 	return nlat, nlng, heading
+}
+
+// distanceM is the great-circle distance between two points in metres (h3's haversine: the
+// load generator keeps its own books without the server's geo package).
+func distanceM(lat1, lng1, lat2, lng2 float64) float64 {
+	return h3.GreatCircleDistanceM(h3.LatLng{Lat: lat1, Lng: lng1}, h3.LatLng{Lat: lat2, Lng: lng2})
 }
 
 // bearing is the heading from one point to another, in degrees from north.

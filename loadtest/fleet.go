@@ -17,7 +17,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/drivers4me/dispatch/geo"
 	"github.com/gorilla/websocket"
 	"github.com/rs/zerolog"
 )
@@ -403,11 +402,13 @@ func (f *Fleet) driver(ctx context.Context, i int) {
 // POST /v1/drivers, then PATCH verified (an admin's calls; 409 from the POST: it exists). A
 // driver without one is refused online.
 func (f *Fleet) register(ctx context.Context, d *driverSim) error {
-	select {
-	case f.registering <- struct{}{}:
-		defer func() { <-f.registering }()
-	case <-ctx.Done():
-		return ctx.Err()
+	if f.registering != nil { // nil: a caller bounding its own registrations (ingest)
+		select {
+		case f.registering <- struct{}{}:
+			defer func() { <-f.registering }()
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	profile := map[string]any{
 		"id": d.id, "name": fmt.Sprintf("Sim Driver %d", d.i), "phone": fmt.Sprintf("+91%010d", 9000000000+int64(d.i)%1000000000),
@@ -458,7 +459,7 @@ func (d *driverSim) move(tr trip) point {
 	var moved float64
 	switch tr.status {
 	case "assigned":
-		dist := geo.DistanceM(d.lat, d.lng, tr.pickupLat, tr.pickupLng)
+		dist := distanceM(d.lat, d.lng, tr.pickupLat, tr.pickupLng)
 		d.head = bearing(d.lat, d.lng, tr.pickupLat, tr.pickupLng)
 		if a := d.f.opts.Approach; a > 0 {
 			left := (a - now.Sub(tr.assignedAt)).Seconds()
@@ -469,7 +470,7 @@ func (d *driverSim) move(tr trip) point {
 	case "arrived":
 		speed = 0
 	default: // idle or on a trip: wander, drifting back toward home when far from it
-		if geo.DistanceM(d.lat, d.lng, d.homeLa, d.homeLn) > 5000 {
+		if distanceM(d.lat, d.lng, d.homeLa, d.homeLn) > 5000 {
 			d.head = math.Mod(bearing(d.lat, d.lng, d.homeLa, d.homeLn)+d.r.NormFloat64()*20+360, 360)
 		} else {
 			d.head = math.Mod(d.head+d.r.NormFloat64()*25+360, 360)
@@ -699,7 +700,7 @@ func (d *driverSim) act(ctx context.Context, s *socket, tr trip) error {
 		if tr.arriveSent {
 			return nil
 		}
-		near := geo.DistanceM(d.lat, d.lng, tr.pickupLat, tr.pickupLng) < 150
+		near := distanceM(d.lat, d.lng, tr.pickupLat, tr.pickupLng) < 150
 		late := f.opts.Approach > 0 && time.Since(tr.assignedAt) >= f.opts.Approach
 		if !near && !late {
 			return nil

@@ -10,8 +10,10 @@ import (
 	"math"
 	mrand "math/rand"
 	"net/http"
+	"net/url"
 	"os"
 	"runtime/pprof"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -19,21 +21,23 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/drivers4me/dispatch/api"
-	"github.com/drivers4me/dispatch/dispatch"
-	"github.com/drivers4me/dispatch/geo"
 	"github.com/gorilla/websocket"
-	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 )
 
 // IngestOptions configure the location ingestion load (issue 3): many driver sockets sending
 // `location` frames at a steady rate to a gateway on loopback, while probes time points from the
-// socket write to visible in a nearby query of the index, and a check after the load that every
-// driver's stored position is the last point it sent.
+// socket write to visible in a nearby query, and a check after the load that every driver's
+// stored position is the last point it sent. Probes and check read through the REST API as any
+// client would (GET /v1/drivers/{id} as the driver, GET /v1/drivers/nearby as a dispatcher), so
+// the server must serve it (DISPATCH_ROLES=gateway,api, or REST naming an API process of the
+// same Redis) and should not rate-limit the probes' polling (DISPATCH_RATE_PER_USER=0, as
+// loadtest/ingest.sh runs it).
 type IngestOptions struct {
 	// URL is the socket address, ws://127.0.0.1:PORT/v1/ws; only loopback is accepted.
-	URL    string
+	URL string
+	// REST is the base URL of the REST API (default: URL's host); only loopback is accepted.
+	REST   string
 	Secret []byte
 	// Drivers on their own sockets (default 8,000), each sending Rate points a second
 	// (default 4; the server allows 5).
@@ -42,13 +46,11 @@ type IngestOptions struct {
 	// Duration of the measured load (default 60 s), after a warm-up of Warmup (default 5 s).
 	Duration time.Duration
 	Warmup   time.Duration
-	// RedisURL and RedisPrefix are the server's index (REDIS_URL, DISPATCH_REDIS_PREFIX).
-	RedisURL    string
-	RedisPrefix string
 	// MetricsURL, when set, is the server's /metrics (loopback): its counters and its
 	// socket-to-indexed histogram are read before and after the load.
 	MetricsURL string
-	// Probes a second timed from socket write to visible in a nearby query (default 20).
+	// Probes a second timed from socket write to visible in a nearby query (default 20). A probe
+	// polls the API until then (at most every millisecond, for at most 5 s).
 	Probes float64
 	// LocalAddrs spread the sockets over these 127.0.0.x source addresses.
 	LocalAddrs []string
@@ -99,8 +101,8 @@ func (o *IngestOptions) defaults() {
 	if o.IDPrefix == "" {
 		o.IDPrefix = "ing"
 	}
-	if o.RedisURL == "" {
-		o.RedisURL = "redis://127.0.0.1:6379"
+	if o.REST == "" {
+		o.REST = baseOf(o.URL)
 	}
 }
 
@@ -132,18 +134,19 @@ func Ingest(ctx context.Context, opts IngestOptions, log zerolog.Logger) (Ingest
 	if err := CheckLoopback(opts.URL); err != nil {
 		return rep, err
 	}
-	if opts.MetricsURL != "" {
-		if err := CheckLoopback(opts.MetricsURL); err != nil {
+	for _, u := range []string{opts.REST, opts.MetricsURL} {
+		if u == "" {
+			continue
+		}
+		if err := CheckLoopback(u); err != nil {
 			return rep, err
 		}
 	}
-	ropts, err := redis.ParseURL(opts.RedisURL)
-	if err != nil {
-		return rep, fmt.Errorf("redis url: %w", err)
+	x := &ingestReader{c: newClient(opts.REST, opts.Secret, 64, new(atomic.Int64)), staff: opts.IDPrefix + "-probe"}
+	if _, err := x.nearby(ctx, Bengaluru.Hotspots[0][0], Bengaluru.Hotspots[0][1]); err != nil {
+		return rep, fmt.Errorf("the REST API at %s, which the probes read, does not answer GET /v1/drivers/nearby: %w "+
+			"(a gateway serves it with DISPATCH_ROLES=gateway,api)", opts.REST, err)
 	}
-	rdb := redis.NewClient(ropts)
-	defer rdb.Close()
-	x := geo.NewIndex(rdb, geo.Options{Prefix: opts.RedisPrefix})
 
 	r := mrand.New(mrand.NewSource(opts.Seed))
 	ds := make([]*ingestDriver, opts.Drivers)
@@ -164,7 +167,7 @@ func Ingest(ctx context.Context, opts IngestOptions, log zerolog.Logger) (Ingest
 		go func(i int, d *ingestDriver) {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if err := ingestConnect(ctx, opts, i, d, &errorFrames); err != nil {
+			if err := ingestConnect(ctx, opts, x.c, i, d, &errorFrames); err != nil {
 				log.Debug().Err(err).Str("driver", d.id).Msg("connect")
 				d.dead.Store(true)
 				return
@@ -328,14 +331,20 @@ measure:
 	return rep, nil
 }
 
-func ingestConnect(ctx context.Context, opts IngestOptions, i int, d *ingestDriver, errorFrames *atomic.Int64) error {
-	tok, err := api.Sign(opts.Secret, "driver", d.id, 24*time.Hour, "", "")
+// ingestConnect registers driver d (a verified profile, as the fleet's drivers get: only such a
+// driver may go online, and a nearby query shows only drivers online), opens its socket and
+// sends it online.
+func ingestConnect(ctx context.Context, opts IngestOptions, rest *client, i int, d *ingestDriver, errorFrames *atomic.Int64) error {
+	tok, err := signToken(opts.Secret, "driver", d.id)
 	if err != nil {
 		return err
 	}
 	h := http.Header{}
 	h.Set("Authorization", "Bearer "+tok)
-	f := &Fleet{opts: FleetOptions{LocalAddrs: opts.LocalAddrs}}
+	f := &Fleet{opts: FleetOptions{LocalAddrs: opts.LocalAddrs, City: Bengaluru}, rest: rest}
+	if err := f.register(ctx, &driverSim{i: i, id: d.id}); err != nil {
+		return err
+	}
 	dialer := f.dialer(i)
 	dialer.ReadBufferSize, dialer.WriteBufferSize = 512, 512
 	ws, _, err := dialer.DialContext(ctx, opts.URL, h)
@@ -438,16 +447,51 @@ func ingestSend(ctx context.Context, ds []*ingestDriver, rate float64, seed int6
 	}
 }
 
-// ingestProbe waits until the point is the driver's indexed position and a nearby query around
-// it finds the driver at that time; it gives up after 5 s.
-func ingestProbe(ctx context.Context, x *geo.Index, p probePoint) (time.Duration, bool) {
+// ingestReader reads what the server shows of the drivers, through the REST API.
+type ingestReader struct {
+	c     *client
+	staff string // the dispatcher the nearby queries are made as
+}
+
+// driverView is the part of the API's DriverView the ingestion load reads.
+type driverView struct {
+	ID        string    `json:"id"`
+	Lat       float64   `json:"lat"`
+	Lng       float64   `json:"lng"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// position is driver id's position as the driver itself reads it. A 429 is not waited out:
+// a probe counts it as not visible yet.
+func (x *ingestReader) position(ctx context.Context, id string) (driverView, error) {
+	var v driverView
+	err := x.c.once(ctx, "GET", "/v1/drivers/"+url.PathEscape(id), "driver", id, nil, nil, &v)
+	return v, err
+}
+
+// nearby is the drivers within 100 m of a point, as a dispatcher reads them.
+func (x *ingestReader) nearby(ctx context.Context, lat, lng float64) ([]driverView, error) {
+	var near struct {
+		Drivers []driverView `json:"drivers"`
+	}
+	q := "/v1/drivers/nearby?radius_m=100&limit=100&lat=" + strconv.FormatFloat(lat, 'f', -1, 64) + "&lng=" + strconv.FormatFloat(lng, 'f', -1, 64)
+	err := x.c.once(ctx, "GET", q, "dispatcher", x.staff, nil, nil, &near)
+	return near.Drivers, err
+}
+
+// ingestProbe waits until the point is the driver's position in the API and a nearby query
+// around it finds the driver at that time; it gives up after 5 s.
+func ingestProbe(ctx context.Context, x *ingestReader, p probePoint) (time.Duration, bool) {
 	deadline := p.sent.Add(5 * time.Second)
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
 	for time.Now().Before(deadline) {
-		pos, err := x.Position(ctx, p.d.id)
-		if err == nil && pos.At.UnixMilli() >= p.ts {
+		pos, err := x.position(ctx, p.d.id)
+		if err == nil && pos.UpdatedAt.UnixMilli() >= p.ts {
 			took := time.Since(p.sent)
-			ns, err := x.Nearby(ctx, p.lat, p.lng, 100, 100, func(q dispatch.Position) bool { return q.DriverID == p.d.id })
-			if err != nil || len(ns) == 0 || ns[0].At.UnixMilli() < p.ts {
+			ns, err := x.nearby(ctx, p.lat, p.lng)
+			i := slices.IndexFunc(ns, func(v driverView) bool { return v.ID == p.d.id })
+			if err != nil || i < 0 || ns[i].UpdatedAt.UnixMilli() < p.ts {
 				continue
 			}
 			return took, true
@@ -457,8 +501,9 @@ func ingestProbe(ctx context.Context, x *geo.Index, p probePoint) (time.Duration
 	return 0, false
 }
 
-// ingestCheck compares every driver's stored position with the last point it sent.
-func ingestCheck(ctx context.Context, x *geo.Index, ds []*ingestDriver) (checked, lost int, example string) {
+// ingestCheck compares every driver's stored position, as the API shows it, with the last
+// point it sent.
+func ingestCheck(ctx context.Context, x *ingestReader, ds []*ingestDriver) (checked, lost int, example string) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	work := make(chan *ingestDriver)
@@ -467,14 +512,15 @@ func ingestCheck(ctx context.Context, x *geo.Index, ds []*ingestDriver) (checked
 		go func() {
 			defer wg.Done()
 			for d := range work {
-				p, err := x.Position(ctx, d.id)
-				ok := err == nil && p.Lat == d.lat && p.Lng == d.lng && p.At.UnixMilli() == d.lastTS
+				var p driverView
+				err := x.c.do(ctx, "GET", "/v1/drivers/"+url.PathEscape(d.id), "driver", d.id, nil, nil, &p)
+				ok := err == nil && p.Lat == d.lat && p.Lng == d.lng && p.UpdatedAt.UnixMilli() == d.lastTS
 				mu.Lock()
 				checked++
 				if !ok {
 					lost++
 					if example == "" {
-						example = fmt.Sprintf("%s: stored %v,%v at %d (%v), last sent %v,%v at %d", d.id, p.Lat, p.Lng, p.At.UnixMilli(), err, d.lat, d.lng, d.lastTS)
+						example = fmt.Sprintf("%s: stored %v,%v at %d (%v), last sent %v,%v at %d", d.id, p.Lat, p.Lng, p.UpdatedAt.UnixMilli(), err, d.lat, d.lng, d.lastTS)
 					}
 				}
 				mu.Unlock()
@@ -599,17 +645,15 @@ func (r IngestReport) Markdown() string {
 }
 
 // IngestMain is `loadtest ingest`: flags to IngestOptions, the report to stdout. getenv gives
-// the defaults of the secret, Redis URL and prefix (DISPATCH_JWT_SECRET, REDIS_URL,
-// DISPATCH_REDIS_PREFIX). It fails when a latest position was lost.
+// the default of the secret (DISPATCH_JWT_SECRET). It fails when a latest position was lost.
 func IngestMain(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("ingest", flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	var o IngestOptions
 	fs.StringVar(&o.URL, "url", "ws://127.0.0.1:8080/v1/ws", "the gateway's socket URL (loopback only)")
+	fs.StringVar(&o.REST, "rest", "", "the REST API's base URL the probes and the check read positions from (default: -url's host; loopback only)")
 	fs.StringVar(&o.MetricsURL, "metrics", "", "the server's /metrics URL, e.g. http://127.0.0.1:9090/metrics (optional)")
 	secret := fs.String("secret", getenv("DISPATCH_JWT_SECRET"), "the server's JWT secret (default $DISPATCH_JWT_SECRET)")
-	fs.StringVar(&o.RedisURL, "redis", getenv("REDIS_URL"), "the server's Redis (default $REDIS_URL)")
-	fs.StringVar(&o.RedisPrefix, "prefix", getenv("DISPATCH_REDIS_PREFIX"), "the server's key prefix (default $DISPATCH_REDIS_PREFIX)")
 	fs.IntVar(&o.Drivers, "drivers", 8000, "driver sockets")
 	fs.Float64Var(&o.Rate, "rate", 4, "points a second per driver (the server allows 5)")
 	fs.DurationVar(&o.Duration, "duration", 60*time.Second, "measured load")

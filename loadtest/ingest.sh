@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The location ingestion figure of BENCHMARKS.md (issue 3), with its same-run baseline: starts
-# a gateway (bin/dispatchd, DISPATCH_ROLES=gateway) on loopback against the local Redis and
-# MariaDB, runs ../shared/bench/redis-geo-baseline.sh, then `bin/loadtest ingest` (driver
-# sockets sending `location` frames; probes from socket write to visible in a nearby query; a
-# check that every driver's stored position is the last point it sent), and stops the gateway.
+# a gateway (bin/dispatchd, DISPATCH_ROLES=gateway,api: the probes read through the REST API,
+# unthrottled) on loopback against the local Redis and MariaDB, runs
+# ../shared/bench/redis-geo-baseline.sh, then `bin/loadtest ingest` (driver sockets sending
+# `location` frames; probes from socket write to visible in a nearby query; a check that every
+# driver's stored position is the last point it sent), and stops the gateway.
 #
 #   loadtest/ingest.sh [loadtest ingest flags...]     e.g. loadtest/ingest.sh -drivers 8000 -rate 4
 # REDIS_URL [redis://127.0.0.1:6379/0], MYSQL_DSN [root@tcp(127.0.0.1:3306)/ingest_bench],
@@ -37,7 +38,7 @@ db=${MYSQL_DSN##*/}; db=${db%%\?*}
 mysql -uroot -h127.0.0.1 -e "create database if not exists \`$db\`" 2>/dev/null || true
 export DISPATCH_REDIS_PREFIX="ingestbench$$:"
 export DISPATCH_JWT_SECRET=${DISPATCH_JWT_SECRET:-ingest-bench-secret-0123456789abcdef}
-export DISPATCH_ROLES=gateway DISPATCH_MIGRATE=true DISPATCH_LOG_LEVEL=warn DISPATCH_LOG_FORMAT=json
+export DISPATCH_ROLES=gateway,api DISPATCH_RATE_PER_USER=0 DISPATCH_MIGRATE=true DISPATCH_LOG_LEVEL=warn DISPATCH_LOG_FORMAT=json
 export DISPATCH_HTTP_ADDR=127.0.0.1:${INGEST_PORT:-18080} DISPATCH_ADMIN_ADDR=127.0.0.1:${INGEST_ADMIN_PORT:-19090}
 ulimit -n 20000
 log=$(mktemp)

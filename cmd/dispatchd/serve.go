@@ -19,7 +19,6 @@ import (
 	"github.com/drivers4me/dispatch/api"
 	"github.com/drivers4me/dispatch/dispatch"
 	"github.com/drivers4me/dispatch/geo"
-	"github.com/drivers4me/dispatch/loadtest"
 	"github.com/drivers4me/dispatch/realtime"
 	"github.com/drivers4me/dispatch/store"
 	"github.com/prometheus/client_golang/prometheus"
@@ -155,6 +154,10 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 		return fmt.Errorf("configuration:\n%w", err)
 	}
 	log := newLogger(cfg, stdout)
+	sim, err := simulation(cfg, log.With().Str("component", "simulator").Logger())
+	if err != nil {
+		return fmt.Errorf("configuration:\n%w", err)
+	}
 	ctx, stopSignals := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stopSignals()
 
@@ -304,21 +307,9 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 	log.Info().Str("http", httpLn.Addr().String()).Str("admin", adminLn.Addr().String()).
 		Strs("roles", cfg.Roles).Bool("embedded", conns.embedded).Msg("listening")
 
-	if cfg.SimDrivers > 0 {
-		// A simulated driver at a booking learns its OTP from the simulated customer who made it,
-		// or else from make run's printed customer, as a customer at the car would tell it.
-		var sim *loadtest.Fleet
-		told := devCustomerOTP("http://"+loopback(httpLn.Addr()), []byte(cfg.JWTSecret))
-		sim = loadtest.NewFleet(loadtest.FleetOptions{URL: "ws://" + loopback(httpLn.Addr()) + "/v1/ws",
-			Secret: []byte(cfg.JWTSecret), Drivers: cfg.SimDrivers, BookingsPerMinute: cfg.SimBookings, City: loadtest.Bengaluru, Seed: 1,
-			OTP: func(ctx context.Context, id string) (string, error) {
-				if otp, err := sim.OTP(ctx, id); err == nil {
-					return otp, nil
-				}
-				return told(ctx, id)
-			}},
-			log.With().Str("component", "simulator").Logger())
-		g.Go(func() error { return sim.Run(gctx) })
+	if sim != nil {
+		addr := loopback(httpLn.Addr())
+		g.Go(func() error { return sim(gctx, addr) })
 	}
 
 	var runErr error
