@@ -10,6 +10,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"slices"
 	"time"
 )
 
@@ -44,11 +45,6 @@ func (s Status) Active() bool {
 	return s == StatusAssigned || s == StatusArrived || s == StatusInProgress
 }
 
-// Terminal reports whether no transition leaves this state.
-func (s Status) Terminal() bool {
-	return s == StatusCompleted || s == StatusCancelled || s == StatusUnfulfilled
-}
-
 // Valid reports whether s is a known status.
 func (s Status) Valid() bool {
 	switch s {
@@ -58,6 +54,31 @@ func (s Status) Valid() bool {
 	}
 	return false
 }
+
+// moves is the state machine: for each state, the states a booking may move to.
+//
+// Beyond the main line (searching, assigned, arrived, in_progress, completed) it allows:
+// scheduled -> assigned (a dispatcher's manual assignment ahead of time), assigned or arrived ->
+// searching (the driver gives the booking back; the driver is cleared), cancelled from every
+// state before completed, and unfulfilled -> searching (a retry by its customer or a dispatcher)
+// or cancelled (given up).
+var moves = map[Status][]Status{
+	StatusScheduled:   {StatusSearching, StatusAssigned, StatusCancelled},
+	StatusSearching:   {StatusAssigned, StatusCancelled, StatusUnfulfilled},
+	StatusAssigned:    {StatusArrived, StatusSearching, StatusCancelled},
+	StatusArrived:     {StatusInProgress, StatusSearching, StatusCancelled},
+	StatusInProgress:  {StatusCompleted, StatusCancelled},
+	StatusUnfulfilled: {StatusSearching, StatusCancelled},
+}
+
+// CanMove reports whether the state machine lets a booking go from one state to the other. A
+// BookingStore refuses any other move with ErrConflict, whatever Change.From says, so that a
+// caller's slip cannot corrupt a booking.
+func CanMove(from, to Status) bool { return slices.Contains(moves[from], to) }
+
+// Statuses lists every state, in the order of a booking's life.
+var Statuses = []Status{StatusScheduled, StatusSearching, StatusAssigned, StatusArrived, StatusInProgress,
+	StatusCompleted, StatusCancelled, StatusUnfulfilled}
 
 // Transmission is what a car needs its driver to be able to drive.
 type Transmission string
@@ -151,7 +172,8 @@ func (b Booking) Public() Booking {
 // audit row and its outbox event in the same transaction, or not at all.
 type Change struct {
 	BookingID string
-	// From lists the states the booking may be in; any other answers ErrConflict.
+	// From lists the states the booking may be in; any other answers ErrConflict. Empty: any
+	// state CanMove lets go to To.
 	From []Status
 	To   Status
 	// Version, when non-zero, must equal the booking's current version (else ErrConflict).

@@ -301,8 +301,7 @@ func (s *Service) Cancel(ctx context.Context, a Actor, id, reason string) (Booki
 		c.Driver = &DriverRef{ID: a.ID}
 		c.ClearDriver = true
 	} else {
-		c.From = []Status{StatusScheduled, StatusSearching, StatusAssigned, StatusArrived, StatusInProgress, StatusUnfulfilled}
-		c.To = StatusCancelled
+		c.To = StatusCancelled // from any state CanMove lets be cancelled (c.From empty)
 		// Priced from the state read above; the version fence makes it the state cancelled.
 		if ch := s.tariffOf(b).CancelCharge(b, a, c.At); ch.Fare != nil {
 			c.Fare, c.CancellationFeePaise, c.Charge = ch.Fare, ch.FeePaise, ch.Why

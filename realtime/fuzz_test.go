@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -127,11 +128,8 @@ func (s *fzStore) Transition(_ context.Context, c dispatch.Change) (dispatch.Boo
 	if !ok {
 		return b, dispatch.ErrNotFound
 	}
-	from := false
-	for _, st := range c.From {
-		from = from || st == b.Status
-	}
-	if !from || (c.Version != 0 && c.Version != b.Version) {
+	from := len(c.From) == 0 || slices.Contains(c.From, b.Status)
+	if !from || !dispatch.CanMove(b.Status, c.To) || (c.Version != 0 && c.Version != b.Version) {
 		return dispatch.Booking{}, dispatch.ErrConflict
 	}
 	if c.To == dispatch.StatusAssigned {
