@@ -12,9 +12,6 @@ import (
 	"github.com/uber/h3-go/v4"
 )
 
-// citySpeedMS is the speed the ETA assumes: about 20 km/h, Bengaluru's peak-hour average.
-const citySpeedMS = 5.5
-
 // cellsRes is the finest resolution of the cells a dispatcher is sent (about 5 km², edge 1.2 km),
 // the surge markets' (a cell's surge is its market's); a larger area gets coarser cells
 // (cellsResFor), without surge.
@@ -213,7 +210,8 @@ func (v *viewer) booking(b dispatch.Booking) {
 	}
 }
 
-// driverLocation forwards the assigned driver's position with an ETA, at most once a second.
+// driverLocation forwards the assigned driver's position, at most once a second; while the
+// driver is on the way, with the ETA the matcher ranks drivers by (dispatch.PickupSeconds).
 func (v *viewer) driverLocation(loc driverLocation) {
 	v.mu.Lock()
 	b, ok := v.watching[loc.BookingID]
@@ -222,7 +220,7 @@ func (v *viewer) driverLocation(loc driverLocation) {
 		return
 	}
 	if b.Status == dispatch.StatusAssigned {
-		eta := int(math.Round(geo.DistanceM(loc.Lat, loc.Lng, b.Pickup.Lat, b.Pickup.Lng) * 1.3 / citySpeedMS))
+		eta := int(math.Round(dispatch.PickupSeconds(geo.DistanceM(loc.Lat, loc.Lng, b.Pickup.Lat, b.Pickup.Lng))))
 		loc.EtaS = &eta
 	}
 	v.c.sendLatest("trk:"+loc.BookingID, loc.TS, "driver.location", loc)
