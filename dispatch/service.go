@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"math/big"
 	"time"
@@ -411,42 +410,6 @@ func (s *Service) offerClosed(ctx context.Context, o Offer) {
 	}
 }
 
-// DriverGone takes a driver whose socket closed and did not come back within the gateway's
-// grace. A free or offered driver goes offline, so no matcher counts on them, and an open offer
-// to them is revoked and its booking matched again at once: a customer does not wait out the
-// offer's timeout for a phone that dropped. A driver with a booking keeps it (they may be
-// driving through a tunnel).
-func (s *Service) DriverGone(ctx context.Context, driverID string) error {
-	st, err := s.loc.State(ctx, driverID)
-	if err != nil {
-		return fmt.Errorf("driver %s gone: %w", driverID, err)
-	}
-	if st != DriverAvailable && st != DriverOffered {
-		return nil
-	}
-	if err := s.loc.SetState(ctx, driverID, DriverOffline); err != nil {
-		return fmt.Errorf("driver %s gone: %w", driverID, err)
-	}
-	offers, err := s.store.OpenOffers(ctx, driverID)
-	if err != nil {
-		return fmt.Errorf("driver %s gone: %w", driverID, err)
-	}
-	for _, o := range offers {
-		closed, err := s.store.CloseOffer(ctx, o.ID, driverID, OfferRevoked, s.opts.Now())
-		if errors.Is(err, ErrConflict) {
-			continue // answered or expired meanwhile
-		}
-		if err != nil {
-			return fmt.Errorf("driver %s gone: revoke offer %s: %w", driverID, o.ID, err)
-		}
-		s.offerClosed(ctx, closed)
-		if err := s.loc.Release(ctx, driverID, o.ID); err != nil {
-			return fmt.Errorf("driver %s gone: %w", driverID, err)
-		}
-	}
-	return nil
-}
-
 // Arrive, Start and End move the driver's own booking along its trip.
 func (s *Service) Arrive(ctx context.Context, a Actor, id string) (Booking, error) {
 	return s.driverStep(ctx, a, id, StatusAssigned, StatusArrived, func(Booking, *Change) error { return nil })
@@ -519,23 +482,6 @@ func (s *Service) driverStep(ctx context.Context, a Actor, id string, from, to S
 		_ = s.loc.SetState(ctx, a.ID, DriverAssigned)
 	}
 	return nb.Public(), nil
-}
-
-// releaseDriver frees a driver whose booking ended or was given up, unless another booking of
-// theirs holds them now (one under way, or one due within DueWithin).
-func (s *Service) releaseDriver(ctx context.Context, driverID string) {
-	st, err := s.loc.State(ctx, driverID)
-	if err != nil || st == DriverOffline {
-		return
-	}
-	want := DriverAvailable
-	if b, err := s.store.ActiveBookingOf(ctx, driverID); err == nil {
-		want = DriverAssigned
-		if b.Status == StatusInProgress {
-			want = DriverOnTrip
-		}
-	}
-	_ = s.loc.SetState(ctx, driverID, want)
 }
 
 // NewID returns a random opaque id with a prefix.
