@@ -7,23 +7,8 @@
 package dispatch
 
 import (
-	"errors"
-	"io"
-	"net"
 	"slices"
 	"time"
-)
-
-// Domain errors. Adapters translate their driver errors into these; api maps them to statuses.
-var (
-	ErrNotFound            = errors.New("not found")
-	ErrConflict            = errors.New("conflict")
-	ErrInvalid             = errors.New("invalid argument")
-	ErrForbidden           = errors.New("permission denied")
-	ErrIdempotencyMismatch = errors.New("idempotency key reused with a different request")
-	ErrUnavailable         = errors.New("unavailable")
-	// ErrOutOfServiceArea: a pickup outside every city's service area (API.md v1.1).
-	ErrOutOfServiceArea = errors.New("pickup is outside every service area")
 )
 
 // Status is the state of a booking (API.md "Booking status").
@@ -250,45 +235,4 @@ type Event struct {
 	At        time.Time `json:"at"`
 	// Version is the booking's version after the change (1 for its creation); 0 from older producers.
 	Version int64 `json:"version"`
-}
-
-// ErrorCode is the API error code (API.md "Conventions") of an error.
-func ErrorCode(err error) string {
-	switch {
-	case errors.Is(err, ErrInvalid):
-		return "invalid_argument"
-	case errors.Is(err, ErrNotFound):
-		return "not_found"
-	case errors.Is(err, ErrForbidden):
-		return "permission_denied"
-	case errors.Is(err, ErrConflict):
-		return "conflict"
-	case errors.Is(err, ErrIdempotencyMismatch):
-		return "idempotency_mismatch"
-	case errors.Is(err, ErrOutOfServiceArea):
-		return "out_of_service_area"
-	case errors.Is(err, ErrOTPLocked):
-		return "otp_locked"
-	case errors.Is(err, ErrUnavailable) || backendAway(err):
-		return "unavailable"
-	}
-	return "internal"
-}
-
-// backendAway recognises an error an adapter passed on untranslated that can only mean a
-// backing service did not answer: a network error (refused, reset, timed out) or a connection
-// that ended mid-answer. (geo passes Redis errors through as they are: with Redis down a
-// driver's message was answered "internal"; TestFaultRedisKilled in cmd/dispatchd.)
-func backendAway(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
-}
-
-// ErrorMessage is what a client may be told of an error: the message of domain errors, and
-// nothing of internal ones.
-func ErrorMessage(err error) string {
-	if ErrorCode(err) == "internal" {
-		return "internal error"
-	}
-	return err.Error()
 }

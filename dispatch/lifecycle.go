@@ -79,7 +79,7 @@ func (s *Service) GoOffline(ctx context.Context, a Actor) (DriverState, error) {
 	b, err := s.store.ActiveBookingOf(ctx, a.ID)
 	switch {
 	case err == nil:
-		return "", fmt.Errorf("finish or cancel booking %s before going offline: %w", b.ID, ErrConflict)
+		return "", Errorf(Conflict, "finish or cancel booking %s before going offline", b.ID)
 	case !errors.Is(err, ErrNotFound):
 		return "", fmt.Errorf("driver %s offline: %w", a.ID, err)
 	}

@@ -3,7 +3,6 @@ package dispatch
 import (
 	"context"
 	"crypto/subtle"
-	"errors"
 	"fmt"
 	"regexp"
 	"slices"
@@ -14,9 +13,6 @@ import (
 // People: drivers' profiles and who may go online, their calendars, customers' ratings, the
 // OTP lockout and the audit trail (API.md v1.1, "Drivers and their calendar", "Safety and
 // follow-up").
-
-// ErrOTPLocked answers a trip start while a booking's OTP is locked after too many wrong tries.
-var ErrOTPLocked = errors.New("otp locked")
 
 const (
 	// OTPMaxWrong wrong OTPs on a booking lock its start for OTPLockFor.

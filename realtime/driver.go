@@ -197,7 +197,7 @@ func (d *driverSession) handle(ctx context.Context, env Envelope) error {
 		}
 		return err
 	}
-	return errInvalid("unknown message type " + quote(env.Type) + " for a driver")
+	return dispatch.Errorf(dispatch.InvalidArgument, "unknown message type %s for a driver", quote(env.Type))
 }
 
 // setStatus carries a `status` frame to the domain (dispatch.Service.GoOnline, GoOffline) and
@@ -211,7 +211,7 @@ func (d *driverSession) setStatus(ctx context.Context, s string) error {
 	case "offline":
 		st, err = d.h.svc.GoOffline(ctx, d.actor)
 	default:
-		return errInvalid(`state must be "online" or "offline"`)
+		return dispatch.Errorf(dispatch.InvalidArgument, `state must be "online" or "offline"`)
 	}
 	if err != nil {
 		return err
@@ -240,7 +240,7 @@ func (d *driverSession) accept(p dispatch.Point) error {
 	now := h.opts.Now()
 	reject := func(reason, msg string) error {
 		h.m.rejected.WithLabelValues(reason).Inc()
-		return errInvalid(msg)
+		return dispatch.Errorf(dispatch.InvalidArgument, "%s", msg)
 	}
 	p = normalizePoint(p)
 	switch {

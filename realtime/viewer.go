@@ -131,26 +131,19 @@ func (v *viewer) handle(ctx context.Context, env Envelope) error {
 			return err
 		}
 		if m.MinLat == nil || m.MinLng == nil || m.MaxLat == nil || m.MaxLng == nil {
-			return errInvalid("min_lat, min_lng, max_lat and max_lng are required")
+			return dispatch.Errorf(dispatch.InvalidArgument, "min_lat, min_lng, max_lat and max_lng are required")
 		}
 		return v.watchArea(ctx, area{*m.MinLat, *m.MinLng, *m.MaxLat, *m.MaxLng})
 	case env.Type == "watch.area":
-		return forbidden("only dispatchers watch areas")
+		return dispatch.Errorf(dispatch.PermissionDenied, "only dispatchers watch areas")
 	}
-	return errInvalid("unknown message type " + quote(env.Type) + " for a " + v.actor.Role)
+	return dispatch.Errorf(dispatch.InvalidArgument, "unknown message type %s for a %s", quote(env.Type), v.actor.Role)
 }
-
-type forbiddenErr string
-
-func (e forbiddenErr) Error() string { return string(e) }
-func (e forbiddenErr) Unwrap() error { return dispatch.ErrForbidden }
-
-func forbidden(msg string) error { return forbiddenErr(msg) }
 
 // watch follows one booking: the customer's own only (dispatchers any).
 func (v *viewer) watch(ctx context.Context, id string) error {
 	if id == "" {
-		return errInvalid("booking_id is required")
+		return dispatch.Errorf(dispatch.InvalidArgument, "booking_id is required")
 	}
 	// Authorise first; then subscribe and read again, so no change slips between the two.
 	b, err := v.h.svc.Booking(ctx, v.actor, id)
@@ -161,7 +154,7 @@ func (v *viewer) watch(ctx context.Context, id string) error {
 	_, already := v.watching[id]
 	if !already && len(v.watching) >= maxWatched {
 		v.mu.Unlock()
-		return errInvalid("a socket watches at most 100 bookings")
+		return dispatch.Errorf(dispatch.InvalidArgument, "a socket watches at most %d bookings", maxWatched)
 	}
 	v.watching[id] = b
 	v.mu.Unlock()
@@ -231,7 +224,7 @@ func (v *viewer) driverLocation(loc driverLocation) {
 // the counts per cell (at a resolution that suits its size) every second.
 func (v *viewer) watchArea(ctx context.Context, a area) error {
 	if a.minLat < -90 || a.maxLat > 90 || a.minLng < -180 || a.maxLng > 180 || a.minLat >= a.maxLat || a.minLng >= a.maxLng {
-		return errInvalid("the area must be a box with min < max within the coordinate ranges")
+		return dispatch.Errorf(dispatch.InvalidArgument, "the area must be a box with min < max within the coordinate ranges")
 	}
 	h := v.h
 	v.watchMu.Lock()
