@@ -114,23 +114,42 @@ func busyState(b Booking) DriverState {
 // holdDriver marks the driver assigned when the booking is due soon; a booking assigned further
 // ahead only holds its calendar block.
 func (s *Service) holdDriver(ctx context.Context, driverID string, b Booking) {
-	if b.StartAt.Before(s.opts.Now().Add(DueWithin)) {
-		_ = s.loc.SetState(ctx, driverID, DriverAssigned)
+	if !b.StartAt.Before(s.opts.Now().Add(DueWithin)) {
+		return
+	}
+	if err := s.loc.SetState(ctx, driverID, DriverAssigned); err != nil {
+		// The booking is the driver's (the store's truth); the index shows it at the next status.
+		s.opts.Log.Warn().Err(err).Str("driver", driverID).Str("booking", b.ID).Msg("mark the driver assigned")
 	}
 }
 
 // releaseDriver frees a driver whose booking ended or was given up, unless another booking of
 // theirs holds them now (one under way, or one due within DueWithin).
 func (s *Service) releaseDriver(ctx context.Context, driverID string) {
+	// A failure to set the state leaves it as it is, until the driver's next status.
+	warn := func(err error, what string) {
+		s.opts.Log.Warn().Err(err).Str("driver", driverID).Msg("release the driver: " + what)
+	}
 	st, err := s.loc.State(ctx, driverID)
-	if err != nil || st == DriverOffline {
+	if err != nil {
+		warn(err, "read its state")
+		return
+	}
+	if st == DriverOffline {
 		return
 	}
 	want := DriverAvailable
-	if b, err := s.store.ActiveBookingOf(ctx, driverID); err == nil {
+	b, err := s.store.ActiveBookingOf(ctx, driverID)
+	switch {
+	case err == nil:
 		want = busyState(b)
+	case !errors.Is(err, ErrNotFound):
+		// Free all the same: the store's calendar refuses any booking that would overlap.
+		warn(err, "read its current booking (freed all the same)")
 	}
-	_ = s.loc.SetState(ctx, driverID, want)
+	if err := s.loc.SetState(ctx, driverID, want); err != nil {
+		warn(err, "set it "+string(want))
+	}
 }
 
 // DriverGone takes a driver whose socket closed and did not come back within the gateway's
