@@ -1,9 +1,12 @@
 // Package dispatch is the domain of the engine: bookings, drivers, offers, fares, the states a
-// booking moves through and the rules for moving, and the matching loop that pairs searching
-// bookings with nearby free drivers.
+// booking moves through and the rules for moving (CanMove), a driver's lifecycle (lifecycle.go),
+// the pickup time estimate (PickupSeconds), the matching loop that pairs searching bookings with
+// nearby free drivers, and the one error vocabulary (Error, Kind) every edge answers in.
 //
 // It owns no I/O. What it needs from the outside it names as interfaces (BookingStore, Locator,
-// Trails, Publisher) which geo, store and realtime implement; it imports none of them.
+// Trails, Publisher) which geo, store and realtime implement; it imports none of them. Those
+// adapters translate their backends' errors into Errors: dispatch looks at no driver's or
+// network error. A Kind's String is the contract's error code; api maps kinds to HTTP statuses.
 package dispatch
 
 import (

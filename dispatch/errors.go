@@ -8,8 +8,8 @@ import (
 
 // Kind is what went wrong, in the one vocabulary every client is answered in: the contract's
 // error codes (api/contract/openapi.json, ErrorCode; the socket's error frames use the same).
-// Kind.String is the code. Each edge maps kinds to its wire in one table: api to HTTP statuses,
-// realtime to error frames.
+// Kind.String is the code, for both wires. api maps kinds to HTTP statuses in one table
+// (api/errors.go, statuses); realtime makes every error frame in one place (errorFrame).
 type Kind uint8
 
 // The kinds, one per code of the contract. The zero Kind is Internal: an error nobody gave a
