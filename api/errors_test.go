@@ -1,15 +1,12 @@
 package api
 
 import (
-	"context"
 	"database/sql"
-	"database/sql/driver"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -18,10 +15,12 @@ import (
 	"github.com/go-sql-driver/mysql"
 )
 
-// TestErrorMapping: one case per mapping rule of errors.go, through writeError as a handler
-// answers.
+// TestErrorMapping: one case per mapping rule, through writeError as a handler answers: the
+// kind decides the status and the code (statuses), dispatch.Message the text.
 func TestErrorMapping(t *testing.T) {
 	dup := &mysql.MySQLError{Number: 1062, Message: "Duplicate entry 'bk_1' for key 'PRIMARY'"}
+	refused := &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+	unavailable := "a backing service is unavailable; retry"
 	for _, c := range []struct {
 		name       string
 		err        error
@@ -30,23 +29,24 @@ func TestErrorMapping(t *testing.T) {
 		notInReply string
 	}{
 		{"invalid: its own text", fmt.Errorf("hours must be 1 to 24: %w", dispatch.ErrInvalid), 400, "invalid_argument", "hours must be 1 to 24: invalid argument", ""},
-		{"api's own text, as written", errorf(dispatch.ErrInvalid, "limit must be 1 to 500"), 400, "invalid_argument", "limit must be 1 to 500", ""},
-		{"forbidden", errorf(dispatch.ErrForbidden, "a driver may not make this call"), 403, "permission_denied", "a driver may not make this call", ""},
+		{"api's own text, as written", dispatch.Errorf(dispatch.InvalidArgument, "limit must be 1 to 500"), 400, "invalid_argument", "limit must be 1 to 500", ""},
+		{"unauthenticated", dispatch.Errorf(dispatch.Unauthenticated, "a valid bearer token is required"), 401, "unauthenticated", "a valid bearer token is required", ""},
+		{"forbidden", dispatch.Errorf(dispatch.PermissionDenied, "a driver may not make this call"), 403, "permission_denied", "a driver may not make this call", ""},
 		// The store's translation of an absent row keeps sql.ErrNoRows in the chain.
-		{"absent: nothing of the server", fmt.Errorf("booking bk_9: %w", errors.Join(dispatch.ErrNotFound, sql.ErrNoRows)), 404, "not_found", "not found", "sql"},
+		{"absent: nothing of the server", fmt.Errorf("booking bk_9: %w", &dispatch.Error{Kind: dispatch.NotFound, Msg: "not found", Err: sql.ErrNoRows}), 404, "not_found", "not found", "sql"},
 		{"someone else's: the same text", fmt.Errorf("booking bk_9: %w", dispatch.ErrNotFound), 404, "not_found", "not found", "bk_9"},
-		{"unknown endpoint: api's text", errorf(dispatch.ErrNotFound, "no such endpoint"), 404, "not_found", "no such endpoint", ""},
 		{"conflict: its own text", fmt.Errorf("assign: %w", errors.Join(dispatch.ErrConflict, errors.New("booking is completed, not [searching]"))), 409, "conflict", "assign: conflict\nbooking is completed, not [searching]", ""},
-		{"conflict from a driver's error: generic", errors.Join(dispatch.ErrConflict, dup), 409, "conflict", "the request conflicts with the current state", "Duplicate"},
+		{"conflict from a driver's error: generic", &dispatch.Error{Kind: dispatch.Conflict, Msg: "conflict", Err: dup}, 409, "conflict", "the request conflicts with the current state", "Duplicate"},
 		{"invalid from a runtime error: generic", errors.Join(dispatch.ErrInvalid, &json.SyntaxError{}), 400, "invalid_argument", "the request is not valid", ""},
 		{"idempotency mismatch", fmt.Errorf("key k1: %w", dispatch.ErrIdempotencyMismatch), 422, "idempotency_mismatch", "key k1: " + dispatch.ErrIdempotencyMismatch.Error(), ""},
+		{"out of service area", dispatch.ErrOutOfServiceArea, 422, "out_of_service_area", "pickup is outside every service area", ""},
+		{"rate limited", dispatch.Errorf(dispatch.RateLimited, "too many requests; slow down"), 429, "rate_limited", "too many requests; slow down", ""},
+		{"otp locked", fmt.Errorf("trip start locked until 10:15: %w", dispatch.ErrOTPLocked), 429, "otp_locked", "trip start locked until 10:15: otp locked", ""},
 		{"internal: nothing of it", fmt.Errorf("scan bookings: %w", errors.New("Error 1054: Unknown column 'x'")), 500, "internal", "internal error", "column"},
-		{"unavailable (domain)", fmt.Errorf("relay: %w", dispatch.ErrUnavailable), 503, "unavailable", "a backing service is unavailable; retry with the same Idempotency-Key", "relay"},
-		{"unavailable: a network error", &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}, 503, "unavailable", "a backing service is unavailable; retry with the same Idempotency-Key", "dial"},
-		{"unavailable: connection reset, untranslated", fmt.Errorf("nearby: %w", os.NewSyscallError("read", syscall.ECONNRESET)), 503, "unavailable", "a backing service is unavailable; retry with the same Idempotency-Key", "read"},
-		{"unavailable: bad connection", fmt.Errorf("query: %w", driver.ErrBadConn), 503, "unavailable", "a backing service is unavailable; retry with the same Idempotency-Key", "driver"},
-		{"unavailable: deadline", fmt.Errorf("nearby: %w", context.DeadlineExceeded), 503, "unavailable", "a backing service is unavailable; retry with the same Idempotency-Key", "deadline"},
-		{"unavailable: closed", fmt.Errorf("nearby: %w", net.ErrClosed), 503, "unavailable", "a backing service is unavailable; retry with the same Idempotency-Key", "closed"},
+		{"unavailable (domain)", fmt.Errorf("relay: %w", dispatch.ErrUnavailable), 503, "unavailable", unavailable, "relay"},
+		{"unavailable: a network error an adapter translated", fmt.Errorf("driver d1 state: %w", &dispatch.Error{Kind: dispatch.Unavailable, Msg: "redis unavailable", Err: refused}), 503, "unavailable", unavailable, "dial"},
+		// Translating is the adapters' job (store's and geo's translate): api maps kinds only.
+		{"a network error nobody translated: internal", fmt.Errorf("nearby: %w", refused), 500, "internal", "internal error", "dial"},
 		{"a flattened text is no network error", errors.New("dial tcp: connection refused"), 500, "internal", "internal error", "dial"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -68,8 +68,8 @@ func TestErrorMapping(t *testing.T) {
 	}
 }
 
-// TestStatusTable: every code of the contract's ErrorCode has its status in the table, and
-// the table has no code the contract lacks.
+// TestStatusTable: every kind has its status in the table and its code in the contract's
+// ErrorCode, and the contract has no code without its kind.
 func TestStatusTable(t *testing.T) {
 	raw, err := contractFS.ReadFile("contract/openapi.json")
 	if err != nil {
@@ -87,13 +87,20 @@ func TestStatusTable(t *testing.T) {
 	if err := json.Unmarshal(raw, &doc); err != nil {
 		t.Fatal(err)
 	}
-	codes := doc.Components.Schemas.ErrorCode.Enum
-	if len(codes) != len(statuses) {
-		t.Errorf("got %d codes in the contract and %d in statuses, want the same", len(codes), len(statuses))
+	codes := map[string]bool{}
+	for _, c := range doc.Components.Schemas.ErrorCode.Enum {
+		codes[c] = true
 	}
-	for _, c := range codes {
-		if _, ok := statuses[c]; !ok {
-			t.Errorf("code %q: got no status, want one", c)
+	kinds := dispatch.Kinds()
+	if len(codes) != len(kinds) || len(statuses) != len(kinds) {
+		t.Errorf("got %d codes in the contract, %d kinds and %d statuses, want as many", len(codes), len(kinds), len(statuses))
+	}
+	for _, k := range kinds {
+		if !codes[k.String()] {
+			t.Errorf("kind %s: got no such code in the contract, want it there", k)
+		}
+		if _, ok := statuses[k]; !ok {
+			t.Errorf("kind %s: got no status, want one", k)
 		}
 	}
 }

@@ -57,7 +57,7 @@ func (l *limiter) wrap(next http.Handler) http.Handler {
 		}
 		if !ok {
 			w.Header().Set("Retry-After", strconv.Itoa(int(k.RetryAfter()/time.Second)))
-			writeJSON(w, http.StatusTooManyRequests, errBody("rate_limited", "too many requests; slow down"))
+			writeError(w, dispatch.Errorf(dispatch.RateLimited, "too many requests; slow down"))
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), verifiedKey{}, verified{actor: a, err: err})))

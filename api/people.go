@@ -65,7 +65,7 @@ func (s *Server) listDrivers(w http.ResponseWriter, r *http.Request, a dispatch.
 	if v := q.Get("verified"); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
-			writeError(w, errorf(dispatch.ErrInvalid, "verified must be true or false"))
+			writeError(w, dispatch.Errorf(dispatch.InvalidArgument, "verified must be true or false"))
 			return
 		}
 		f.Verified = &b
@@ -73,7 +73,7 @@ func (s *Server) listDrivers(w http.ResponseWriter, r *http.Request, a dispatch.
 	if l := q.Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
 		if err != nil || n < 1 || n > 1000 {
-			writeError(w, errorf(dispatch.ErrInvalid, "limit must be 1 to 1000"))
+			writeError(w, dispatch.Errorf(dispatch.InvalidArgument, "limit must be 1 to 1000"))
 			return
 		}
 		f.Limit = n
@@ -96,7 +96,7 @@ func (s *Server) calendar(w http.ResponseWriter, r *http.Request, a dispatch.Act
 		if v := q.Get(f.name); v != "" {
 			t, err := time.Parse(time.RFC3339, v)
 			if err != nil {
-				writeError(w, errorf(dispatch.ErrInvalid, "%s must be an RFC 3339 time like 2026-01-02T15:04:05+05:30", f.name))
+				writeError(w, dispatch.Errorf(dispatch.InvalidArgument, "%s must be an RFC 3339 time like 2026-01-02T15:04:05+05:30", f.name))
 				return
 			}
 			*f.t = t

@@ -131,6 +131,7 @@ func TestRequestRefusals(t *testing.T) {
 		{"cancel an absent booking", httptestRequest{method: "POST", path: "/v1/bookings/bk_none/cancel", role: "customer", sub: "c2"}, 404, "not_found", "not found"},
 		{"cancel someone else's", httptestRequest{method: "POST", path: "/v1/bookings/bk_1/cancel", role: "customer", sub: "c2"}, 404, "not_found", "not found"},
 		{"a broken query", httptestRequest{method: "GET", path: "/v1/bookings/bk_broken", role: "dispatcher", sub: "d1"}, 500, "internal", "internal error"},
+		{"an unknown endpoint: api's own text", httptestRequest{method: "GET", path: "/v1/nowhere", role: "customer", sub: "c2"}, 404, "not_found", "no such endpoint"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			asked, changed, created := len(r.store.asked), r.store.changed, r.store.created

@@ -127,7 +127,8 @@ func (s *Server) handler() (http.Handler, []string) {
 	}
 	for _, m := range []string{"GET", "POST", "PUT", "PATCH", "DELETE"} {
 		mux.HandleFunc(m+" /v1/", func(w http.ResponseWriter, r *http.Request) {
-			writeError(w, errorf(dispatch.ErrNotFound, "no such endpoint"))
+			// Not a domain error (no resource's existence is told): api's own text, as the ALB's.
+			writeJSON(w, status(dispatch.NotFound), errBody(dispatch.NotFound.String(), "no such endpoint"))
 		})
 	}
 	return s.logNoted(securityHeaders(ContentSecurityPolicy(s.opts.Tiles), newLimiter(s.opts).wrap(mux))), mux.patterns
@@ -196,11 +197,11 @@ func (s *Server) auth(h handler, roles ...string) http.HandlerFunc {
 			v.actor, _, v.err = s.opts.Verifier.FromRequest(r)
 		}
 		if v.err != nil {
-			writeJSON(w, http.StatusUnauthorized, errBody("unauthenticated", "a valid bearer token is required"))
+			writeError(w, dispatch.Errorf(dispatch.Unauthenticated, "a valid bearer token is required"))
 			return
 		}
 		if len(roles) > 0 && !slices.Contains(roles, v.actor.Role) {
-			writeError(w, errorf(dispatch.ErrForbidden, "a %s may not make this call", v.actor.Role))
+			writeError(w, dispatch.Errorf(dispatch.PermissionDenied, "a %s may not make this call", v.actor.Role))
 			return
 		}
 		if err := validUTF8(r); err != nil {
@@ -263,20 +264,20 @@ func (s *Server) listBookings(w http.ResponseWriter, r *http.Request, a dispatch
 	q := r.URL.Query()
 	f := dispatch.BookingFilter{Status: dispatch.Status(q.Get("status"))}
 	if f.Status != "" && !f.Status.Valid() {
-		writeError(w, errorf(dispatch.ErrInvalid, "unknown status %q", q.Get("status")))
+		writeError(w, dispatch.Errorf(dispatch.InvalidArgument, "unknown status %q", q.Get("status")))
 		return
 	}
 	if l := q.Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
 		if err != nil || n < 1 || n > 500 {
-			writeError(w, errorf(dispatch.ErrInvalid, "limit must be 1 to 500"))
+			writeError(w, dispatch.Errorf(dispatch.InvalidArgument, "limit must be 1 to 500"))
 			return
 		}
 		f.Limit = n
 	}
 	mine := q.Get("mine") == "true"
 	if !a.Staff() && !mine {
-		writeError(w, errorf(dispatch.ErrForbidden, "only dispatchers list every booking; use mine=true"))
+		writeError(w, dispatch.Errorf(dispatch.PermissionDenied, "only dispatchers list every booking; use mine=true"))
 		return
 	}
 	bs, err := s.svc.Bookings(r.Context(), a, f, mine)
@@ -355,13 +356,13 @@ func (s *Server) nearby(w http.ResponseWriter, r *http.Request, a dispatch.Actor
 		v := q.Get(name)
 		if v == "" {
 			if def != def { // NaN: required
-				return 0, errorf(dispatch.ErrInvalid, "%s is required", name)
+				return 0, dispatch.Errorf(dispatch.InvalidArgument, "%s is required", name)
 			}
 			return def, nil
 		}
 		f, err := strconv.ParseFloat(v, 64)
 		if err != nil || f < lo || f > hi || f != f {
-			return 0, errorf(dispatch.ErrInvalid, "%s must be a number within [%g, %g]", name, lo, hi)
+			return 0, dispatch.Errorf(dispatch.InvalidArgument, "%s must be a number within [%g, %g]", name, lo, hi)
 		}
 		return f, nil
 	}
@@ -398,7 +399,7 @@ func (s *Server) nearby(w http.ResponseWriter, r *http.Request, a dispatch.Actor
 func (s *Server) driver(w http.ResponseWriter, r *http.Request, a dispatch.Actor) {
 	id := r.PathValue("id")
 	if !a.Staff() && !(a.Role == "driver" && a.ID == id) {
-		writeError(w, errorf(dispatch.ErrForbidden, "only dispatchers and the driver itself"))
+		writeError(w, dispatch.Errorf(dispatch.PermissionDenied, "only dispatchers and the driver itself"))
 		return
 	}
 	p, err := s.loc.Position(r.Context(), id)
@@ -462,7 +463,7 @@ func readJSON(r *http.Request, v any) error {
 		return err
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
-		return errorf(dispatch.ErrInvalid, "a JSON body is required")
+		return dispatch.Errorf(dispatch.InvalidArgument, "a JSON body is required")
 	}
 	return decodeJSON(body, v)
 }
@@ -483,16 +484,16 @@ func readBody(r *http.Request) ([]byte, error) {
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return nil, errorf(dispatch.ErrInvalid, "body larger than %d bytes", maxBody)
+			return nil, dispatch.Errorf(dispatch.InvalidArgument, "body larger than %d bytes", maxBody)
 		}
-		return nil, errorf(dispatch.ErrInvalid, "cannot read body")
+		return nil, dispatch.Errorf(dispatch.InvalidArgument, "cannot read body")
 	}
 	if ct := r.Header.Get("Content-Type"); len(body) > 0 && ct != "" && !isJSON(ct) {
 		// 400, not 415: the contract's codes (invalid_argument 400) are what clients map.
-		return nil, errorf(dispatch.ErrInvalid, "Content-Type must be application/json")
+		return nil, dispatch.Errorf(dispatch.InvalidArgument, "Content-Type must be application/json")
 	}
 	if !utf8.Valid(body) {
-		return nil, errorf(dispatch.ErrInvalid, "the body is not valid UTF-8")
+		return nil, dispatch.Errorf(dispatch.InvalidArgument, "the body is not valid UTF-8")
 	}
 	return body, nil
 }
@@ -509,11 +510,11 @@ func isJSON(ct string) bool {
 func validUTF8(r *http.Request) error {
 	switch {
 	case !utf8.ValidString(r.URL.Path):
-		return errorf(dispatch.ErrInvalid, "the path is not valid UTF-8")
+		return dispatch.Errorf(dispatch.InvalidArgument, "the path is not valid UTF-8")
 	case !utf8.ValidString(r.URL.RawQuery) || !queryUTF8(r):
-		return errorf(dispatch.ErrInvalid, "the query is not valid UTF-8")
+		return dispatch.Errorf(dispatch.InvalidArgument, "the query is not valid UTF-8")
 	case !utf8.ValidString(r.Header.Get("Idempotency-Key")):
-		return errorf(dispatch.ErrInvalid, "Idempotency-Key is not valid UTF-8")
+		return dispatch.Errorf(dispatch.InvalidArgument, "Idempotency-Key is not valid UTF-8")
 	}
 	return nil
 }
@@ -534,7 +535,7 @@ func queryUTF8(r *http.Request) bool {
 
 func decodeJSON(body []byte, v any) error {
 	if err := json.Unmarshal(body, v); err != nil {
-		return errorf(dispatch.ErrInvalid, "malformed JSON body: %s", jsonReason(err))
+		return dispatch.Errorf(dispatch.InvalidArgument, "malformed JSON body: %s", jsonReason(err))
 	}
 	return nil
 }

@@ -110,7 +110,7 @@ func (s *Service) quotedSurge(ctx context.Context, a Actor, id string, city stri
 	}
 	q, err := s.opts.Quotes.Quote(ctx, id)
 	if err != nil {
-		if ErrorCode(err) == "not_found" {
+		if KindOf(err) == NotFound {
 			return 0, fmt.Errorf("unknown quote_id %q: %w", id, ErrInvalid)
 		}
 		return 0, err

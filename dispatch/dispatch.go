@@ -1,28 +1,17 @@
 // Package dispatch is the domain of the engine: bookings, drivers, offers, fares, the states a
-// booking moves through and the rules for moving, and the matching loop that pairs searching
-// bookings with nearby free drivers.
+// booking moves through and the rules for moving (CanMove), a driver's lifecycle (lifecycle.go),
+// the pickup time estimate (PickupSeconds), the matching loop that pairs searching bookings with
+// nearby free drivers, and the one error vocabulary (Error, Kind) every edge answers in.
 //
 // It owns no I/O. What it needs from the outside it names as interfaces (BookingStore, Locator,
-// Trails, Publisher) which geo, store and realtime implement; it imports none of them.
+// Trails, Publisher) which geo, store and realtime implement; it imports none of them. Those
+// adapters translate their backends' errors into Errors: dispatch looks at no driver's or
+// network error. A Kind's String is the contract's error code; api maps kinds to HTTP statuses.
 package dispatch
 
 import (
-	"errors"
-	"io"
-	"net"
+	"slices"
 	"time"
-)
-
-// Domain errors. Adapters translate their driver errors into these; api maps them to statuses.
-var (
-	ErrNotFound            = errors.New("not found")
-	ErrConflict            = errors.New("conflict")
-	ErrInvalid             = errors.New("invalid argument")
-	ErrForbidden           = errors.New("permission denied")
-	ErrIdempotencyMismatch = errors.New("idempotency key reused with a different request")
-	ErrUnavailable         = errors.New("unavailable")
-	// ErrOutOfServiceArea: a pickup outside every city's service area (API.md v1.1).
-	ErrOutOfServiceArea = errors.New("pickup is outside every service area")
 )
 
 // Status is the state of a booking (API.md "Booking status").
@@ -44,11 +33,6 @@ func (s Status) Active() bool {
 	return s == StatusAssigned || s == StatusArrived || s == StatusInProgress
 }
 
-// Terminal reports whether no transition leaves this state.
-func (s Status) Terminal() bool {
-	return s == StatusCompleted || s == StatusCancelled || s == StatusUnfulfilled
-}
-
 // Valid reports whether s is a known status.
 func (s Status) Valid() bool {
 	switch s {
@@ -58,6 +42,31 @@ func (s Status) Valid() bool {
 	}
 	return false
 }
+
+// moves is the state machine: for each state, the states a booking may move to.
+//
+// Beyond the main line (searching, assigned, arrived, in_progress, completed) it allows:
+// scheduled -> assigned (a dispatcher's manual assignment ahead of time), assigned or arrived ->
+// searching (the driver gives the booking back; the driver is cleared), cancelled from every
+// state before completed, and unfulfilled -> searching (a retry by its customer or a dispatcher)
+// or cancelled (given up).
+var moves = map[Status][]Status{
+	StatusScheduled:   {StatusSearching, StatusAssigned, StatusCancelled},
+	StatusSearching:   {StatusAssigned, StatusCancelled, StatusUnfulfilled},
+	StatusAssigned:    {StatusArrived, StatusSearching, StatusCancelled},
+	StatusArrived:     {StatusInProgress, StatusSearching, StatusCancelled},
+	StatusInProgress:  {StatusCompleted, StatusCancelled},
+	StatusUnfulfilled: {StatusSearching, StatusCancelled},
+}
+
+// CanMove reports whether the state machine lets a booking go from one state to the other. A
+// BookingStore refuses any other move with ErrConflict, whatever Change.From says, so that a
+// caller's slip cannot corrupt a booking.
+func CanMove(from, to Status) bool { return slices.Contains(moves[from], to) }
+
+// Statuses lists every state, in the order of a booking's life.
+var Statuses = []Status{StatusScheduled, StatusSearching, StatusAssigned, StatusArrived, StatusInProgress,
+	StatusCompleted, StatusCancelled, StatusUnfulfilled}
 
 // Transmission is what a car needs its driver to be able to drive.
 type Transmission string
@@ -151,7 +160,8 @@ func (b Booking) Public() Booking {
 // audit row and its outbox event in the same transaction, or not at all.
 type Change struct {
 	BookingID string
-	// From lists the states the booking may be in; any other answers ErrConflict.
+	// From lists the states the booking may be in; any other answers ErrConflict. Empty: any
+	// state CanMove lets go to To.
 	From []Status
 	To   Status
 	// Version, when non-zero, must equal the booking's current version (else ErrConflict).
@@ -228,45 +238,4 @@ type Event struct {
 	At        time.Time `json:"at"`
 	// Version is the booking's version after the change (1 for its creation); 0 from older producers.
 	Version int64 `json:"version"`
-}
-
-// ErrorCode is the API error code (API.md "Conventions") of an error.
-func ErrorCode(err error) string {
-	switch {
-	case errors.Is(err, ErrInvalid):
-		return "invalid_argument"
-	case errors.Is(err, ErrNotFound):
-		return "not_found"
-	case errors.Is(err, ErrForbidden):
-		return "permission_denied"
-	case errors.Is(err, ErrConflict):
-		return "conflict"
-	case errors.Is(err, ErrIdempotencyMismatch):
-		return "idempotency_mismatch"
-	case errors.Is(err, ErrOutOfServiceArea):
-		return "out_of_service_area"
-	case errors.Is(err, ErrOTPLocked):
-		return "otp_locked"
-	case errors.Is(err, ErrUnavailable) || backendAway(err):
-		return "unavailable"
-	}
-	return "internal"
-}
-
-// backendAway recognises an error an adapter passed on untranslated that can only mean a
-// backing service did not answer: a network error (refused, reset, timed out) or a connection
-// that ended mid-answer. (geo passes Redis errors through as they are: with Redis down a
-// driver's message was answered "internal"; TestFaultRedisKilled in cmd/dispatchd.)
-func backendAway(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
-}
-
-// ErrorMessage is what a client may be told of an error: the message of domain errors, and
-// nothing of internal ones.
-func ErrorMessage(err error) string {
-	if ErrorCode(err) == "internal" {
-		return "internal error"
-	}
-	return err.Error()
 }

@@ -750,7 +750,9 @@ func (m *Matcher) expire(ctx context.Context, o Offer) {
 	if err := m.loc.Release(ctx, o.DriverID, o.ID); err != nil {
 		m.log.Warn().Err(err).Str("offer", o.ID).Msg("release driver of an expired offer")
 	}
-	if st, err := m.loc.State(ctx, o.DriverID); err == nil && st == DriverOffered {
+	if st, err := m.loc.State(ctx, o.DriverID); err != nil {
+		m.log.Warn().Err(err).Str("driver", o.DriverID).Msg("read the state of the driver of an expired offer")
+	} else if st == DriverOffered {
 		if err := m.loc.SetState(ctx, o.DriverID, DriverAvailable); err != nil {
 			m.log.Warn().Err(err).Str("driver", o.DriverID).Msg("free driver of an expired offer")
 		}

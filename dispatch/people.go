@@ -3,7 +3,6 @@ package dispatch
 import (
 	"context"
 	"crypto/subtle"
-	"errors"
 	"fmt"
 	"regexp"
 	"slices"
@@ -14,9 +13,6 @@ import (
 // People: drivers' profiles and who may go online, their calendars, customers' ratings, the
 // OTP lockout and the audit trail (API.md v1.1, "Drivers and their calendar", "Safety and
 // follow-up").
-
-// ErrOTPLocked answers a trip start while a booking's OTP is locked after too many wrong tries.
-var ErrOTPLocked = errors.New("otp locked")
 
 const (
 	// OTPMaxWrong wrong OTPs on a booking lock its start for OTPLockFor.
@@ -301,19 +297,6 @@ func (s *Service) DriverNames(ctx context.Context, ids []string) (map[string]Dri
 	return ps.DriverNames(ctx, ids)
 }
 
-// MayGoOnline says whether the driver may go online now: an unknown driver, an unverified or
-// suspended one, or one whose licence has expired may not (ErrForbidden, saying which).
-func (s *Service) MayGoOnline(ctx context.Context, driverID string) error {
-	d, err := s.store.Driver(ctx, driverID)
-	if errors.Is(err, ErrNotFound) {
-		return fmt.Errorf("driver %s is not registered: ask a dispatcher to create your profile: %w", driverID, ErrForbidden)
-	}
-	if err != nil {
-		return err
-	}
-	return d.MayGoOnline(s.opts.Now())
-}
-
 // Calendar lists a driver's blocks overlapping [from, to) (dispatchers, the driver itself).
 // Zero times default to now and a week after from.
 func (s *Service) Calendar(ctx context.Context, a Actor, driverID string, from, to time.Time) ([]Block, error) {
@@ -496,12 +479,4 @@ func (s *Service) checkOTP(ctx context.Context, a Actor, b Booking, otp string, 
 
 func otpLocked(until time.Time) error {
 	return fmt.Errorf("too many wrong OTPs: trip start locked until %s: %w", until.UTC().Format(time.RFC3339), ErrOTPLocked)
-}
-
-// holdDriver marks the driver assigned when the booking is due soon; a booking assigned further
-// ahead only holds its calendar block.
-func (s *Service) holdDriver(ctx context.Context, driverID string, b Booking) {
-	if b.StartAt.Before(s.opts.Now().Add(DueWithin)) {
-		_ = s.loc.SetState(ctx, driverID, DriverAssigned)
-	}
 }

@@ -39,7 +39,8 @@ type BookingStore interface {
 	Booking(ctx context.Context, id string) (Booking, error)
 	// Bookings lists bookings newest first.
 	Bookings(ctx context.Context, f BookingFilter) ([]Booking, error)
-	// Transition applies a Change atomically; ErrNotFound, ErrConflict.
+	// Transition applies a Change atomically; ErrNotFound, ErrConflict. A move CanMove does not
+	// allow is ErrConflict whatever the Change says.
 	Transition(ctx context.Context, c Change) (Booking, error)
 	// Trip returns the recorded trip of a completed booking, or ErrNotFound.
 	Trip(ctx context.Context, bookingID string) (Trip, error)

@@ -4,10 +4,11 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"math/big"
 	"time"
+
+	"github.com/rs/zerolog"
 )
 
 // Actor is who asks for an action: the subject and role of a verified token.
@@ -55,6 +56,9 @@ type ServiceOptions struct {
 	// BookingStore, when it implements PeopleStore).
 	People PeopleStore
 	Now    func() time.Time
+	// Log receives the errors a call goes on without (a best-effort step: freeing a lease, a
+	// driver's state, a trail, the market's figures), at warn. The zero Logger logs nothing.
+	Log zerolog.Logger
 }
 
 // Service carries out the actions of customers, drivers and dispatchers under the rules of the
@@ -211,7 +215,7 @@ func (s *Service) CreateBooking(ctx context.Context, a Actor, r BookingRequest, 
 	}
 	if created && s.opts.Market != nil {
 		// Demand for the next quotes, off the request's path; a failure costs only accuracy.
-		s.behind(func(ctx context.Context) error {
+		s.behind("count a booking's demand in its market", func(ctx context.Context) error {
 			return s.opts.Market.AddDemand(ctx, b.ID, r.Pickup.Lat, r.Pickup.Lng, now)
 		})
 	}
@@ -301,8 +305,7 @@ func (s *Service) Cancel(ctx context.Context, a Actor, id, reason string) (Booki
 		c.Driver = &DriverRef{ID: a.ID}
 		c.ClearDriver = true
 	} else {
-		c.From = []Status{StatusScheduled, StatusSearching, StatusAssigned, StatusArrived, StatusInProgress, StatusUnfulfilled}
-		c.To = StatusCancelled
+		c.To = StatusCancelled // from any state CanMove lets be cancelled (c.From empty)
 		// Priced from the state read above; the version fence makes it the state cancelled.
 		if ch := s.tariffOf(b).CancelCharge(b, a, c.At); ch.Fare != nil {
 			c.Fare, c.CancellationFeePaise, c.Charge = ch.Fare, ch.FeePaise, ch.Why
@@ -342,7 +345,12 @@ func (s *Service) Assign(ctx context.Context, a Actor, id, driverID string) (Boo
 	if !ok {
 		return Booking{}, fmt.Errorf("driver %s is being offered another booking: %w", driverID, ErrConflict)
 	}
-	defer s.loc.Release(context.WithoutCancel(ctx), driverID, lease)
+	defer func() {
+		if err := s.loc.Release(context.WithoutCancel(ctx), driverID, lease); err != nil {
+			// The lease lapses by itself (30 s); until then no matcher offers this driver.
+			s.opts.Log.Warn().Err(err).Str("driver", driverID).Str("booking", id).Msg("release the driver's lease after a manual assignment")
+		}
+	}()
 	ref := d.Ref()
 	b, err := s.store.Transition(ctx, Change{BookingID: id, From: []Status{StatusScheduled, StatusSearching},
 		To: StatusAssigned, Driver: &ref, Actor: a.String(), Reason: "manual assignment", At: s.opts.Now()})
@@ -374,6 +382,8 @@ func (s *Service) Accept(ctx context.Context, a Actor, offerID string) (Booking,
 	}
 	d, err := s.store.Driver(ctx, a.ID)
 	if err != nil {
+		// The booking shows the driver by id; its name follows with the next change.
+		s.opts.Log.Warn().Err(err).Str("driver", a.ID).Str("offer", offerID).Msg("read the accepting driver's profile")
 		d = DriverProfile{ID: a.ID, Name: a.ID}
 	}
 	b, err := s.store.AcceptOffer(ctx, offerID, d.Ref(), s.opts.Now())
@@ -381,7 +391,9 @@ func (s *Service) Accept(ctx context.Context, a Actor, offerID string) (Booking,
 		return Booking{}, err
 	}
 	s.holdDriver(ctx, a.ID, b)
-	_ = s.loc.Release(ctx, a.ID, offerID)
+	if err := s.loc.Release(ctx, a.ID, offerID); err != nil {
+		s.opts.Log.Warn().Err(err).Str("driver", a.ID).Str("offer", offerID).Msg("release the driver's lease after accepting (it lapses by itself)")
+	}
 	return b.Public(), nil
 }
 
@@ -401,51 +413,20 @@ func (s *Service) Decline(ctx context.Context, a Actor, offerID, reason string) 
 		return err
 	}
 	s.offerClosed(ctx, o)
-	_ = s.loc.SetState(ctx, a.ID, DriverAvailable)
+	if err := s.loc.SetState(ctx, a.ID, DriverAvailable); err != nil {
+		// The decline stands; the driver shows offered until its next status or the sweep.
+		s.opts.Log.Warn().Err(err).Str("driver", a.ID).Str("offer", offerID).Msg("make the driver available after declining")
+	}
 	return s.loc.Release(ctx, a.ID, offerID)
 }
 
 // offerClosed tells the matchers (at most once: their sweep finds what this misses).
 func (s *Service) offerClosed(ctx context.Context, o Offer) {
 	if s.opts.Offers != nil {
-		_ = s.opts.Offers.OfferClosed(ctx, o)
-	}
-}
-
-// DriverGone takes a driver whose socket closed and did not come back within the gateway's
-// grace. A free or offered driver goes offline, so no matcher counts on them, and an open offer
-// to them is revoked and its booking matched again at once: a customer does not wait out the
-// offer's timeout for a phone that dropped. A driver with a booking keeps it (they may be
-// driving through a tunnel).
-func (s *Service) DriverGone(ctx context.Context, driverID string) error {
-	st, err := s.loc.State(ctx, driverID)
-	if err != nil {
-		return fmt.Errorf("driver %s gone: %w", driverID, err)
-	}
-	if st != DriverAvailable && st != DriverOffered {
-		return nil
-	}
-	if err := s.loc.SetState(ctx, driverID, DriverOffline); err != nil {
-		return fmt.Errorf("driver %s gone: %w", driverID, err)
-	}
-	offers, err := s.store.OpenOffers(ctx, driverID)
-	if err != nil {
-		return fmt.Errorf("driver %s gone: %w", driverID, err)
-	}
-	for _, o := range offers {
-		closed, err := s.store.CloseOffer(ctx, o.ID, driverID, OfferRevoked, s.opts.Now())
-		if errors.Is(err, ErrConflict) {
-			continue // answered or expired meanwhile
-		}
-		if err != nil {
-			return fmt.Errorf("driver %s gone: revoke offer %s: %w", driverID, o.ID, err)
-		}
-		s.offerClosed(ctx, closed)
-		if err := s.loc.Release(ctx, driverID, o.ID); err != nil {
-			return fmt.Errorf("driver %s gone: %w", driverID, err)
+		if err := s.opts.Offers.OfferClosed(ctx, o); err != nil {
+			s.opts.Log.Warn().Err(err).Str("offer", o.ID).Str("booking", o.BookingID).Msg("tell the matchers of a closed offer (their sweep finds it)")
 		}
 	}
-	return nil
 }
 
 // Arrive, Start and End move the driver's own booking along its trip.
@@ -513,30 +494,20 @@ func (s *Service) driverStep(ctx context.Context, a Actor, id string, from, to S
 	if err != nil {
 		return Booking{}, err
 	}
+	var st DriverState
 	switch to {
 	case StatusInProgress:
-		_ = s.loc.SetState(ctx, a.ID, DriverOnTrip)
+		st = DriverOnTrip
 	case StatusArrived:
-		_ = s.loc.SetState(ctx, a.ID, DriverAssigned)
+		st = DriverAssigned
 	}
-	return nb.Public(), nil
-}
-
-// releaseDriver frees a driver whose booking ended or was given up, unless another booking of
-// theirs holds them now (one under way, or one due within DueWithin).
-func (s *Service) releaseDriver(ctx context.Context, driverID string) {
-	st, err := s.loc.State(ctx, driverID)
-	if err != nil || st == DriverOffline {
-		return
-	}
-	want := DriverAvailable
-	if b, err := s.store.ActiveBookingOf(ctx, driverID); err == nil {
-		want = DriverAssigned
-		if b.Status == StatusInProgress {
-			want = DriverOnTrip
+	if st != "" {
+		if err := s.loc.SetState(ctx, a.ID, st); err != nil {
+			// The booking moved; the driver's state in the index follows at its next status.
+			s.opts.Log.Warn().Err(err).Str("driver", a.ID).Str("booking", id).Str("state", string(st)).Msg("set the driver's state after a trip step")
 		}
 	}
-	_ = s.loc.SetState(ctx, driverID, want)
+	return nb.Public(), nil
 }
 
 // NewID returns a random opaque id with a prefix.

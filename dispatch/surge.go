@@ -147,6 +147,7 @@ func (s *Service) surge(ctx context.Context, t Tariff, p Place) float64 {
 	select {
 	case r := <-done:
 		if r.err != nil {
+			s.opts.Log.Warn().Err(r.err).Str("city", t.City).Msg("measure the pickup's market (priced without surge)")
 			return 1
 		}
 		load = r.l
@@ -159,7 +160,7 @@ func (s *Service) surge(ctx context.Context, t Tariff, p Place) float64 {
 	m := t.Multiplier(level)
 	if level != load.Level || level >= 0 {
 		// Kept for two windows: a market nobody asks about forgets its step.
-		s.behind(func(ctx context.Context) error {
+		s.behind("set the market's surge step", func(ctx context.Context) error {
 			return s.opts.Market.SetLevel(ctx, load.Cell, level, m, 2*t.Surge.Window())
 		})
 	}
@@ -171,14 +172,16 @@ const marketWait = 300 * time.Millisecond
 
 // behind runs a write to the market and waits for it at most marketWait: with Redis slow or
 // away the request goes on without it (losing one costs only the accuracy of later quotes), and
-// the write's goroutine ends by the client's own timeouts.
-func (s *Service) behind(f func(context.Context) error) {
+// the write's goroutine ends by the client's own timeouts. A failed write is logged as what.
+func (s *Service) behind(what string, f func(context.Context) error) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_ = f(ctx)
+		if err := f(ctx); err != nil {
+			s.opts.Log.Warn().Err(err).Msg(what)
+		}
 	}()
 	select {
 	case <-done:

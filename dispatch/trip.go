@@ -153,7 +153,10 @@ func (s *Service) route(ctx context.Context, bookingID string) (*Route, error) {
 
 // dropTrail forgets a recorded trail; a failure only leaves it to its TTL.
 func (s *Service) dropTrail(ctx context.Context, bookingID string) {
-	if s.opts.Trails != nil {
-		_ = s.opts.Trails.DropTrail(context.WithoutCancel(ctx), bookingID)
+	if s.opts.Trails == nil {
+		return
+	}
+	if err := s.opts.Trails.DropTrail(context.WithoutCancel(ctx), bookingID); err != nil {
+		s.opts.Log.Warn().Err(err).Str("booking", bookingID).Msg("drop the trail of a completed trip (it lapses by its TTL)")
 	}
 }

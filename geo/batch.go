@@ -40,7 +40,7 @@ func (x *Index) ReserveMany(ctx context.Context, ls []dispatch.Lease) ([]bool, e
 		cmds[i] = pipe.SetNX(ctx, x.leaseKey(l.DriverID), l.Token, l.TTL)
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("reserve %d drivers: %w", len(ls), err)
+		return nil, fmt.Errorf("reserve %d drivers: %w", len(ls), translate(err))
 	}
 	out := make([]bool, len(ls))
 	for i, c := range cmds {
@@ -62,7 +62,7 @@ func (x *Index) SetStates(ctx context.Context, ids []string, s dispatch.DriverSt
 		regions[i] = pipe.HGet(ctx, x.drvKey(id), "region")
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return fmt.Errorf("set %d drivers %s: %w", len(ids), s, err)
+		return fmt.Errorf("set %d drivers %s: %w", len(ids), s, translate(err))
 	}
 	recs := make([]*redis.Cmd, len(ids))
 	err := x.execPipe(ctx, func(pipe redis.Pipeliner) {
@@ -74,7 +74,7 @@ func (x *Index) SetStates(ctx context.Context, ids []string, s dispatch.DriverSt
 		}
 	})
 	if err != nil {
-		return fmt.Errorf("index %d drivers %s: %w", len(ids), s, err)
+		return fmt.Errorf("index %d drivers %s: %w", len(ids), s, translate(err))
 	}
 	byRegion := map[string][]dispatch.DriverView{}
 	for i, id := range ids {
@@ -94,7 +94,7 @@ func (x *Index) SetStates(ctx context.Context, ids []string, s dispatch.DriverSt
 		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("publish %d drivers %s: %w", len(ids), s, err)
+		return fmt.Errorf("publish %d drivers %s: %w", len(ids), s, translate(err))
 	}
 	return nil
 }
@@ -139,7 +139,7 @@ func (x *Index) sessionKey(id string) string { return x.prefix + "drv:{" + id + 
 // day): a newer socket on any gateway replaces the mark.
 func (x *Index) Attach(ctx context.Context, driverID, session string) error {
 	if err := x.rdb.Set(ctx, x.sessionKey(driverID), session, 24*time.Hour).Err(); err != nil {
-		return fmt.Errorf("attach driver %s: %w", driverID, err)
+		return fmt.Errorf("attach driver %s: %w", driverID, translate(err))
 	}
 	return nil
 }
@@ -149,7 +149,7 @@ func (x *Index) Attach(ctx context.Context, driverID, session string) error {
 func (x *Index) Detach(ctx context.Context, driverID, session string) (bool, error) {
 	n, err := detachScript.Run(ctx, x.rdb, []string{x.sessionKey(driverID)}, session).Int()
 	if err != nil {
-		return false, fmt.Errorf("detach driver %s: %w", driverID, err)
+		return false, fmt.Errorf("detach driver %s: %w", driverID, translate(err))
 	}
 	return n == 1, nil
 }

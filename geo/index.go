@@ -500,7 +500,7 @@ func (x *Index) Nearby(ctx context.Context, lat, lng, radiusM float64, limit int
 		if len(byRegion) > 0 {
 			cmds, err := x.scan(ctx, byRegion)
 			if err != nil {
-				return nil, fmt.Errorf("nearby scan rings %d-%d: %w", first, k, err)
+				return nil, fmt.Errorf("nearby scan rings %d-%d: %w", first, k, translate(err))
 			}
 			for _, cmd := range cmds {
 				vals, err := cmd.StringSlice()
@@ -557,14 +557,14 @@ func (x *Index) Position(ctx context.Context, driverID string) (dispatch.Positio
 		return dispatch.Position{}, fmt.Errorf("driver %s: %w", driverID, dispatch.ErrNotFound)
 	}
 	if err != nil {
-		return dispatch.Position{}, fmt.Errorf("driver %s region: %w", driverID, err)
+		return dispatch.Position{}, fmt.Errorf("driver %s region: %w", driverID, translate(err))
 	}
 	rec, err := x.rdb.HGet(ctx, x.posKey(region), driverID).Result()
 	if errors.Is(err, redis.Nil) {
 		return dispatch.Position{}, fmt.Errorf("driver %s: %w", driverID, dispatch.ErrNotFound)
 	}
 	if err != nil {
-		return dispatch.Position{}, fmt.Errorf("driver %s position: %w", driverID, err)
+		return dispatch.Position{}, fmt.Errorf("driver %s position: %w", driverID, translate(err))
 	}
 	p, ok := parseRecord(driverID, rec)
 	if !ok {
@@ -592,7 +592,7 @@ func (x *Index) publish(ctx context.Context, c redis.Cmdable, region string, vie
 func (x *Index) Regions(ctx context.Context) ([]string, error) {
 	rs, err := x.rdb.SMembers(ctx, x.regionsKey()).Result()
 	if err != nil {
-		return nil, fmt.Errorf("list regions: %w", err)
+		return nil, fmt.Errorf("list regions: %w", translate(err))
 	}
 	return rs, nil
 }
@@ -615,7 +615,7 @@ func (x *Index) scanRegion(ctx context.Context, region string, fn func(ps []disp
 	for {
 		kv, next, err := x.rdb.HScan(ctx, x.posKey(region), cursor, "", 2000).Result()
 		if err != nil {
-			return fmt.Errorf("scan region %s: %w", region, err)
+			return fmt.Errorf("scan region %s: %w", region, translate(err))
 		}
 		ps := make([]dispatch.Position, 0, len(kv)/2)
 		for i := 0; i+1 < len(kv); i += 2 {
@@ -720,7 +720,7 @@ func (x *Index) Sweep(ctx context.Context, offlineAfter time.Duration) (int, err
 			vals, err := sweepScript.Run(ctx, x.rdb, []string{x.posKey(region), x.cellsKey(region)},
 				append([]any{cutoff.UnixMilli()}, page...)...).StringSlice()
 			if err != nil {
-				return n, fmt.Errorf("sweep region %s: %w", region, err)
+				return n, fmt.Errorf("sweep region %s: %w", region, translate(err))
 			}
 			var views []dispatch.DriverView
 			for i := 0; i+1 < len(vals); i += 2 {
@@ -742,7 +742,7 @@ func (x *Index) Sweep(ctx context.Context, offlineAfter time.Duration) (int, err
 				}
 				pipe.Publish(ctx, x.FeedChannel(region), payload)
 			}); err != nil {
-				return n, fmt.Errorf("sweep region %s: %w", region, err)
+				return n, fmt.Errorf("sweep region %s: %w", region, translate(err))
 			}
 		}
 	}
@@ -777,7 +777,7 @@ func (x *Index) State(ctx context.Context, driverID string) (dispatch.DriverStat
 		return dispatch.DriverOffline, nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("driver %s state: %w", driverID, err)
+		return "", fmt.Errorf("driver %s state: %w", driverID, translate(err))
 	}
 	return dispatch.DriverState(s), nil
 }
@@ -787,7 +787,7 @@ func (x *Index) State(ctx context.Context, driverID string) (dispatch.DriverStat
 func (x *Index) Reserve(ctx context.Context, driverID, token string, ttl time.Duration) (bool, error) {
 	ok, err := x.rdb.SetNX(ctx, x.leaseKey(driverID), token, ttl).Result()
 	if err != nil {
-		return false, fmt.Errorf("reserve driver %s: %w", driverID, err)
+		return false, fmt.Errorf("reserve driver %s: %w", driverID, translate(err))
 	}
 	return ok, nil
 }
@@ -795,7 +795,7 @@ func (x *Index) Reserve(ctx context.Context, driverID, token string, ttl time.Du
 // Release implements dispatch.Locator.
 func (x *Index) Release(ctx context.Context, driverID, token string) error {
 	if err := releaseScript.Run(ctx, x.rdb, []string{x.leaseKey(driverID)}, token).Err(); err != nil && !errors.Is(err, redis.Nil) {
-		return fmt.Errorf("release driver %s: %w", driverID, err)
+		return fmt.Errorf("release driver %s: %w", driverID, translate(err))
 	}
 	return nil
 }
@@ -819,7 +819,7 @@ func (x *Index) InArea(ctx context.Context, cells []h3.Cell) ([]dispatch.Positio
 	}
 	cmds, err := x.scan(ctx, byRegion)
 	if err != nil {
-		return nil, fmt.Errorf("area scan: %w", err)
+		return nil, fmt.Errorf("area scan: %w", translate(err))
 	}
 	var out []dispatch.Position
 	for _, cmd := range cmds {

@@ -77,7 +77,7 @@ return redis.call('ZRANGE', KEYS[1], 0, -1)
 func (r *Regions) Members(ctx context.Context, owner string, ttl time.Duration) ([]string, error) {
 	ms, err := membersScript.Run(ctx, r.rdb, []string{r.prefix + "matchers:{m}"}, owner, ttl.Milliseconds()).StringSlice()
 	if err != nil {
-		return nil, fmt.Errorf("matcher members: %w", err)
+		return nil, fmt.Errorf("matcher members: %w", translate(err))
 	}
 	return ms, nil
 }
@@ -87,7 +87,7 @@ func (r *Regions) Acquire(ctx context.Context, region, owner string, ttl time.Du
 	keys := []string{r.prefix + "lease:{r" + region + "}", r.prefix + "fence:{r" + region + "}"}
 	n, err := acquireScript.Run(ctx, r.rdb, keys, owner, ttl.Milliseconds()).Int64()
 	if err != nil {
-		return 0, false, fmt.Errorf("lease region %s: %w", region, err)
+		return 0, false, fmt.Errorf("lease region %s: %w", region, translate(err))
 	}
 	if n < 0 {
 		return 0, false, nil
@@ -99,7 +99,7 @@ func (r *Regions) Acquire(ctx context.Context, region, owner string, ttl time.Du
 func (r *Regions) Release(ctx context.Context, region, owner string) error {
 	key := r.prefix + "lease:{r" + region + "}"
 	if err := releaseScript.Run(ctx, r.rdb, []string{key}, owner).Err(); err != nil && err != redis.Nil {
-		return fmt.Errorf("release region %s: %w", region, err)
+		return fmt.Errorf("release region %s: %w", region, translate(err))
 	}
 	return nil
 }

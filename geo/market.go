@@ -79,7 +79,7 @@ func (m *Market) Load(ctx context.Context, lat, lng float64, window time.Duratio
 	}
 	lvl := pipe.Get(ctx, m.levelKey(centre.String()))
 	if _, err := pipe.Exec(ctx); err != nil && err != redis.Nil {
-		return dispatch.MarketLoad{}, fmt.Errorf("market %s: %w", centre, err)
+		return dispatch.MarketLoad{}, fmt.Errorf("market %s: %w", centre, translate(err))
 	}
 	load := dispatch.MarketLoad{Cell: centre.String(), Level: -1}
 	for _, c := range counts {
@@ -151,7 +151,7 @@ func (m *Market) supplyIn(ctx context.Context, cells []h3.Cell, now time.Time) (
 func (m *Market) SetLevel(ctx context.Context, cell string, level int, surge float64, ttl time.Duration) error {
 	v := strconv.Itoa(level) + " " + strconv.FormatFloat(surge, 'f', -1, 64)
 	if err := m.x.rdb.Set(ctx, m.levelKey(cell), v, ttl).Err(); err != nil {
-		return fmt.Errorf("market %s: set level: %w", cell, err)
+		return fmt.Errorf("market %s: set level: %w", cell, translate(err))
 	}
 	return nil
 }
@@ -164,7 +164,7 @@ func (m *Market) AddDemand(ctx context.Context, id string, lat, lng float64, at 
 	pipe.ZAdd(ctx, k, redis.Z{Score: float64(at.UnixMilli()), Member: id})
 	pipe.Expire(ctx, k, 3*time.Hour)
 	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("market demand: %w", err)
+		return fmt.Errorf("market demand: %w", translate(err))
 	}
 	return nil
 }
@@ -182,7 +182,7 @@ func (m *Market) Surges(ctx context.Context, cells []string) (map[string]float64
 		cmds[i] = pipe.Get(ctx, m.levelKey(c))
 	}
 	if _, err := pipe.Exec(ctx); err != nil && err != redis.Nil {
-		return nil, fmt.Errorf("market surges: %w", err)
+		return nil, fmt.Errorf("market surges: %w", translate(err))
 	}
 	for i, cmd := range cmds {
 		if f := strings.Fields(cmd.Val()); len(f) == 2 {

@@ -54,23 +54,19 @@ func (d *driverSession) start(ctx context.Context) {
 	if err := h.loc.Attach(ctx, d.actor.ID, d.session); err != nil {
 		h.log.Warn().Err(err).Str("driver", d.actor.ID).Msg("mark driver's socket")
 	}
-	state, err := h.loc.State(ctx, d.actor.ID)
+	// What the socket is told as it opens is the domain's: the driver's state and what it resumes.
+	hello, err := h.svc.DriverHello(ctx, d.actor)
 	if err != nil {
-		state = dispatch.DriverOffline
+		h.log.Warn().Err(err).Str("driver", d.actor.ID).Msg("driver's hello: what could not be read is left out")
 	}
-	hello := map[string]any{"driver_id": d.actor.ID, "state": state, "server_time": h.opts.Now().UTC()}
-	// One query for what a reconnect resumes: the active booking and the offers still open.
-	res, err := h.store.Resume(ctx, d.actor.ID)
-	if err != nil {
-		h.log.Warn().Err(err).Str("driver", d.actor.ID).Msg("resume driver")
+	frame := map[string]any{"driver_id": d.actor.ID, "state": hello.State, "server_time": h.opts.Now().UTC()}
+	if hello.Active != nil {
+		frame["booking"] = *hello.Active
+		d.booking, d.bookingStatus = hello.Active.ID, hello.Active.Status
 	}
-	if res.Active != nil {
-		hello["booking"] = res.Active.Public()
-		d.booking, d.bookingStatus = res.Active.ID, res.Active.Status
-	}
-	d.state = state
-	d.c.send("hello", hello)
-	for _, o := range res.Offers {
+	d.state = hello.State
+	d.c.send("hello", frame)
+	for _, o := range hello.Offers {
 		d.c.send("offer", dispatch.OfferMessage(o.Offer, o.Booking))
 	}
 }
@@ -201,37 +197,27 @@ func (d *driverSession) handle(ctx context.Context, env Envelope) error {
 		}
 		return err
 	}
-	return errInvalid("unknown message type " + quote(env.Type) + " for a driver")
+	return dispatch.Errorf(dispatch.InvalidArgument, "unknown message type %s for a driver", quote(env.Type))
 }
 
+// setStatus carries a `status` frame to the domain (dispatch.Service.GoOnline, GoOffline) and
+// keeps the state it recorded for the socket's points.
 func (d *driverSession) setStatus(ctx context.Context, s string) error {
-	var want dispatch.DriverState
+	var st dispatch.DriverState
+	var err error
 	switch s {
 	case "online":
-		want = dispatch.DriverAvailable
-		// Only a registered, verified, unsuspended driver with a valid licence (issue 16).
-		if err := d.h.svc.MayGoOnline(ctx, d.actor.ID); err != nil {
-			return err
-		}
+		st, err = d.h.svc.GoOnline(ctx, d.actor)
 	case "offline":
-		want = dispatch.DriverOffline
+		st, err = d.h.svc.GoOffline(ctx, d.actor)
 	default:
-		return errInvalid(`state must be "online" or "offline"`)
+		return dispatch.Errorf(dispatch.InvalidArgument, `state must be "online" or "offline"`)
 	}
-	if b, err := d.h.store.ActiveBookingOf(ctx, d.actor.ID); err == nil {
-		if want == dispatch.DriverOffline {
-			return errConflict("finish or cancel booking " + b.ID + " before going offline")
-		}
-		want = dispatch.DriverAssigned
-		if b.Status == dispatch.StatusInProgress {
-			want = dispatch.DriverOnTrip
-		}
-	}
-	if err := d.h.loc.SetState(ctx, d.actor.ID, want); err != nil {
+	if err != nil {
 		return err
 	}
 	d.mu.Lock()
-	d.state = want
+	d.state = st
 	d.mu.Unlock()
 	return nil
 }
@@ -254,7 +240,7 @@ func (d *driverSession) accept(p dispatch.Point) error {
 	now := h.opts.Now()
 	reject := func(reason, msg string) error {
 		h.m.rejected.WithLabelValues(reason).Inc()
-		return errInvalid(msg)
+		return dispatch.Errorf(dispatch.InvalidArgument, "%s", msg)
 	}
 	p = normalizePoint(p)
 	switch {
@@ -298,13 +284,6 @@ func (d *driverSession) accept(p dispatch.Point) error {
 	}
 	return nil
 }
-
-type conflictErr string
-
-func (e conflictErr) Error() string { return string(e) }
-func (e conflictErr) Unwrap() error { return dispatch.ErrConflict }
-
-func errConflict(msg string) error { return conflictErr(msg) }
 
 func quote(s string) string {
 	if len(s) > 40 {

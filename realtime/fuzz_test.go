@@ -3,6 +3,7 @@ package realtime
 import (
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"math"
 	"os"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -87,12 +89,18 @@ func (s *fzStore) snapshot() (map[string]dispatch.Booking, map[string]dispatch.O
 	return bs, ofs
 }
 
+// absent is what the real store answers for a row that does not exist (store's translate): the
+// kind, with the driver's error as its cause.
+func absent(what, id string) error {
+	return fmt.Errorf("%s %s: %w", what, id, &dispatch.Error{Kind: dispatch.NotFound, Msg: "not found", Err: sql.ErrNoRows})
+}
+
 func (s *fzStore) Booking(_ context.Context, id string) (dispatch.Booking, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	b, ok := s.bookings[id]
 	if !ok {
-		return b, dispatch.ErrNotFound
+		return b, absent("booking", id)
 	}
 	return b, nil
 }
@@ -127,11 +135,8 @@ func (s *fzStore) Transition(_ context.Context, c dispatch.Change) (dispatch.Boo
 	if !ok {
 		return b, dispatch.ErrNotFound
 	}
-	from := false
-	for _, st := range c.From {
-		from = from || st == b.Status
-	}
-	if !from || (c.Version != 0 && c.Version != b.Version) {
+	from := len(c.From) == 0 || slices.Contains(c.From, b.Status)
+	if !from || !dispatch.CanMove(b.Status, c.To) || (c.Version != 0 && c.Version != b.Version) {
 		return dispatch.Booking{}, dispatch.ErrConflict
 	}
 	if c.To == dispatch.StatusAssigned {
@@ -174,7 +179,7 @@ func (s *fzStore) Offer(_ context.Context, id string) (dispatch.Offer, error) {
 	defer s.mu.Unlock()
 	o, ok := s.offers[id]
 	if !ok {
-		return o, dispatch.ErrNotFound
+		return o, absent("offer", id)
 	}
 	return o, nil
 }
@@ -424,7 +429,7 @@ func FuzzEnvelope(f *testing.F) {
 			beforeB, beforeO := r.store.snapshot()
 			out, _, err := r.frame(a, data)
 			if err != nil {
-				if code := dispatch.ErrorCode(err); !apiCodes[code] {
+				if code := errorFrame(nil, err).Code; !apiCodes[code] {
 					t.Fatalf("%s: frame %q: error code %q (%v), want one of the API's", a, data, code, err)
 				}
 			}

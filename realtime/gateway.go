@@ -12,12 +12,6 @@ import (
 	"github.com/gorilla/websocket"
 )
 
-type errFrame struct {
-	Ref     *int64 `json:"ref,omitempty"`
-	Code    string `json:"code"`
-	Message string `json:"message"`
-}
-
 type ackFrame struct {
 	Ref int64 `json:"ref"`
 }
@@ -33,16 +27,16 @@ type session interface {
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	actor, exp, err := h.opts.Auth(r)
 	if err != nil {
-		writeHTTPError(w, http.StatusUnauthorized, "unauthenticated", "a valid bearer token is required")
+		writeHTTPError(w, http.StatusUnauthorized, dispatch.Errorf(dispatch.Unauthenticated, "a valid bearer token is required"))
 		return
 	}
 	if h.Draining() {
-		writeHTTPError(w, http.StatusServiceUnavailable, "unavailable", "server is shutting down")
+		writeHTTPError(w, http.StatusServiceUnavailable, dispatch.Errorf(dispatch.Unavailable, "server is shutting down"))
 		return
 	}
 	slot, err := h.guards.admit(actor)
 	if err != nil {
-		writeHTTPError(w, http.StatusTooManyRequests, "rate_limited", err.Error())
+		writeHTTPError(w, http.StatusTooManyRequests, err)
 		return
 	}
 	ws, err := h.up.Upgrade(w, r, nil)
@@ -122,13 +116,13 @@ func (h *Hub) readLoop(actor dispatch.Actor, exp time.Time, c *conn, s session, 
 			extended = now
 		}
 		if typ != websocket.TextMessage {
-			c.send("error", errFrame{Code: "invalid_argument", Message: "frames are JSON text"})
+			c.send("error", errorFrame(nil, dispatch.Errorf(dispatch.InvalidArgument, "frames are JSON text")))
 			continue
 		}
 		env, fast := fastLocation(data)
 		if !fast {
 			if env, err = decodeEnvelope(data); err != nil {
-				c.send("error", errFrame{Code: "invalid_argument", Message: err.Error()})
+				c.send("error", errorFrame(nil, err))
 				continue
 			}
 		}
@@ -138,13 +132,13 @@ func (h *Hub) readLoop(actor dispatch.Actor, exp time.Time, c *conn, s session, 
 		err = s.handle(ctx, env)
 		if env.Type == "location" || env.Type == "locations" {
 			if err != nil {
-				c.send("error", errFrame{Ref: env.Seq, Code: dispatch.ErrorCode(err), Message: dispatch.ErrorMessage(err)})
+				c.send("error", errorFrame(env.Seq, err))
 			}
 			continue
 		}
 		switch {
 		case err != nil:
-			c.send("error", errFrame{Ref: env.Seq, Code: dispatch.ErrorCode(err), Message: dispatch.ErrorMessage(err)})
+			c.send("error", errorFrame(env.Seq, err))
 		case env.Seq != nil:
 			c.send("ack", ackFrame{Ref: *env.Seq})
 		}
@@ -177,26 +171,21 @@ func readFrame(ws *websocket.Conn, buf []byte) (int, []byte, error) {
 	}
 }
 
-func writeHTTPError(w http.ResponseWriter, status int, code, msg string) {
+// writeHTTPError answers an upgrade refused before the socket exists, with its kind's code (in
+// the shape of api's errors) and its own text (written here, for the client).
+func writeHTTPError(w http.ResponseWriter, status int, err error) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": code, "message": msg}})
+	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": dispatch.KindOf(err).String(), "message": err.Error()}})
 }
 
 // decode reads a frame's data strictly: unknown fields are ignored (API.md), wrong types refused.
 func decode(env Envelope, v any) error {
 	if len(env.Data) == 0 {
-		return errInvalid("data is required")
+		return dispatch.Errorf(dispatch.InvalidArgument, "data is required")
 	}
 	if err := json.Unmarshal(env.Data, v); err != nil {
-		return errInvalid("data of " + env.Type + " is malformed: " + err.Error())
+		return dispatch.Errorf(dispatch.InvalidArgument, "data of %s is malformed: %s", env.Type, err)
 	}
 	return nil
 }
-
-type invalidErr string
-
-func (e invalidErr) Error() string { return string(e) }
-func (e invalidErr) Unwrap() error { return dispatch.ErrInvalid }
-
-func errInvalid(msg string) error { return invalidErr(msg) }

@@ -2,7 +2,6 @@ package realtime
 
 import (
 	"encoding/json"
-	"errors"
 	"math"
 	"slices"
 	"sync"
@@ -65,13 +64,13 @@ func normalizePoint(p dispatch.Point) dispatch.Point {
 }
 
 // errTooManySockets refuses an upgrade past Options.MaxSocketsPerUser.
-var errTooManySockets = errors.New("too many open sockets for this user")
+var errTooManySockets = dispatch.Errorf(dispatch.RateLimited, "too many open sockets for this user")
 
 // decodeEnvelope reads one frame; an error means it is no envelope {type, seq?, data}.
 func decodeEnvelope(data []byte) (Envelope, error) {
 	var env Envelope
 	if err := json.Unmarshal(data, &env); err != nil || env.Type == "" {
-		return Envelope{}, errInvalid("frame is not a JSON envelope {type, seq?, data}")
+		return Envelope{}, dispatch.Errorf(dispatch.InvalidArgument, "frame is not a JSON envelope {type, seq?, data}")
 	}
 	return env, nil
 }
@@ -155,14 +154,14 @@ func (s *slot) release() {
 func (s *slot) refuse(c *conn, env Envelope) bool {
 	if roles, known := messageRoles[env.Type]; known && !slices.Contains(roles, s.actor.Role) {
 		s.g.refused.WithLabelValues("forbidden").Inc()
-		c.send("error", errFrame{Ref: env.Seq, Code: "permission_denied", Message: "a " + s.actor.Role + " may not send " + env.Type})
+		c.send("error", errorFrame(env.Seq, dispatch.Errorf(dispatch.PermissionDenied, "a %s may not send %s", s.actor.Role, env.Type)))
 		return true
 	}
 	if env.Type == "location" || env.Type == "locations" || s.g.msgs.Allow(s.key) {
 		return false
 	}
 	s.g.refused.WithLabelValues("rate_limited").Inc()
-	c.send("error", errFrame{Ref: env.Seq, Code: "rate_limited", Message: "too many messages; slow down"})
+	c.send("error", errorFrame(env.Seq, dispatch.Errorf(dispatch.RateLimited, "too many messages; slow down")))
 	if !s.strikes.Allow() {
 		c.close(websocket.ClosePolicyViolation, "rate limit exceeded")
 	}

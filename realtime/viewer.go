@@ -12,9 +12,6 @@ import (
 	"github.com/uber/h3-go/v4"
 )
 
-// citySpeedMS is the speed the ETA assumes: about 20 km/h, Bengaluru's peak-hour average.
-const citySpeedMS = 5.5
-
 // cellsRes is the finest resolution of the cells a dispatcher is sent (about 5 km², edge 1.2 km),
 // the surge markets' (a cell's surge is its market's); a larger area gets coarser cells
 // (cellsResFor), without surge.
@@ -134,26 +131,19 @@ func (v *viewer) handle(ctx context.Context, env Envelope) error {
 			return err
 		}
 		if m.MinLat == nil || m.MinLng == nil || m.MaxLat == nil || m.MaxLng == nil {
-			return errInvalid("min_lat, min_lng, max_lat and max_lng are required")
+			return dispatch.Errorf(dispatch.InvalidArgument, "min_lat, min_lng, max_lat and max_lng are required")
 		}
 		return v.watchArea(ctx, area{*m.MinLat, *m.MinLng, *m.MaxLat, *m.MaxLng})
 	case env.Type == "watch.area":
-		return forbidden("only dispatchers watch areas")
+		return dispatch.Errorf(dispatch.PermissionDenied, "only dispatchers watch areas")
 	}
-	return errInvalid("unknown message type " + quote(env.Type) + " for a " + v.actor.Role)
+	return dispatch.Errorf(dispatch.InvalidArgument, "unknown message type %s for a %s", quote(env.Type), v.actor.Role)
 }
-
-type forbiddenErr string
-
-func (e forbiddenErr) Error() string { return string(e) }
-func (e forbiddenErr) Unwrap() error { return dispatch.ErrForbidden }
-
-func forbidden(msg string) error { return forbiddenErr(msg) }
 
 // watch follows one booking: the customer's own only (dispatchers any).
 func (v *viewer) watch(ctx context.Context, id string) error {
 	if id == "" {
-		return errInvalid("booking_id is required")
+		return dispatch.Errorf(dispatch.InvalidArgument, "booking_id is required")
 	}
 	// Authorise first; then subscribe and read again, so no change slips between the two.
 	b, err := v.h.svc.Booking(ctx, v.actor, id)
@@ -164,7 +154,7 @@ func (v *viewer) watch(ctx context.Context, id string) error {
 	_, already := v.watching[id]
 	if !already && len(v.watching) >= maxWatched {
 		v.mu.Unlock()
-		return errInvalid("a socket watches at most 100 bookings")
+		return dispatch.Errorf(dispatch.InvalidArgument, "a socket watches at most %d bookings", maxWatched)
 	}
 	v.watching[id] = b
 	v.mu.Unlock()
@@ -213,7 +203,8 @@ func (v *viewer) booking(b dispatch.Booking) {
 	}
 }
 
-// driverLocation forwards the assigned driver's position with an ETA, at most once a second.
+// driverLocation forwards the assigned driver's position, at most once a second; while the
+// driver is on the way, with the ETA the matcher ranks drivers by (dispatch.PickupSeconds).
 func (v *viewer) driverLocation(loc driverLocation) {
 	v.mu.Lock()
 	b, ok := v.watching[loc.BookingID]
@@ -222,7 +213,7 @@ func (v *viewer) driverLocation(loc driverLocation) {
 		return
 	}
 	if b.Status == dispatch.StatusAssigned {
-		eta := int(math.Round(geo.DistanceM(loc.Lat, loc.Lng, b.Pickup.Lat, b.Pickup.Lng) * 1.3 / citySpeedMS))
+		eta := int(math.Round(dispatch.PickupSeconds(geo.DistanceM(loc.Lat, loc.Lng, b.Pickup.Lat, b.Pickup.Lng))))
 		loc.EtaS = &eta
 	}
 	v.c.sendLatest("trk:"+loc.BookingID, loc.TS, "driver.location", loc)
@@ -233,7 +224,7 @@ func (v *viewer) driverLocation(loc driverLocation) {
 // the counts per cell (at a resolution that suits its size) every second.
 func (v *viewer) watchArea(ctx context.Context, a area) error {
 	if a.minLat < -90 || a.maxLat > 90 || a.minLng < -180 || a.maxLng > 180 || a.minLat >= a.maxLat || a.minLng >= a.maxLng {
-		return errInvalid("the area must be a box with min < max within the coordinate ranges")
+		return dispatch.Errorf(dispatch.InvalidArgument, "the area must be a box with min < max within the coordinate ranges")
 	}
 	h := v.h
 	v.watchMu.Lock()

@@ -1,11 +1,14 @@
 package realtime
 
 import (
+	"encoding/json"
+	"math"
 	"math/rand"
 	"testing"
 	"time"
 
 	"github.com/drivers4me/dispatch/dispatch"
+	"github.com/drivers4me/dispatch/geo"
 	"github.com/uber/h3-go/v4"
 )
 
@@ -69,5 +72,39 @@ func TestCellsResFor(t *testing.T) {
 		if got := cellsResFor(c.diagM); got != c.want {
 			t.Errorf("resolution for %.0f km across: got %d, want %d", c.diagM/1000, got, c.want)
 		}
+	}
+}
+
+// TestDriverLocationETA: a customer watching its assigned booking is sent the driver's position
+// with the ETA the matcher ranks drivers by (dispatch.PickupSeconds, one speed model); once the
+// driver has arrived, without one.
+func TestDriverLocationETA(t *testing.T) {
+	pickup := dispatch.Place{Lat: 12.9716, Lng: 77.5946}
+	for _, c := range []struct {
+		name   string
+		status dispatch.Status
+		eta    bool
+	}{{"on the way", dispatch.StatusAssigned, true}, {"arrived", dispatch.StatusArrived, false}} {
+		t.Run(c.name, func(t *testing.T) {
+			conn := newConn(nil, 0, 0, func(string) {})
+			v := newViewer(&Hub{}, dispatch.Actor{ID: "c1", Role: "customer"}, conn)
+			v.watching["bk_1"] = dispatch.Booking{ID: "bk_1", Status: c.status, Pickup: pickup}
+			v.driverLocation(driverLocation{BookingID: "bk_1", Lat: 12.9816, Lng: 77.5946, TS: 1})
+			var got struct {
+				Data struct {
+					EtaS *int `json:"eta_s"`
+				} `json:"data"`
+			}
+			if err := json.Unmarshal(conn.latest["trk:bk_1"].b, &got); err != nil {
+				t.Fatal(err)
+			}
+			want := int(math.Round(dispatch.PickupSeconds(geo.DistanceM(12.9816, 77.5946, pickup.Lat, pickup.Lng))))
+			switch {
+			case c.eta && (got.Data.EtaS == nil || *got.Data.EtaS != want):
+				t.Errorf("eta_s: got %v, want %d", got.Data.EtaS, want)
+			case !c.eta && got.Data.EtaS != nil:
+				t.Errorf("eta_s: got %d, want none", *got.Data.EtaS)
+			}
+		})
 	}
 }

@@ -13,27 +13,6 @@ import (
 	"github.com/drivers4me/dispatch/dispatch"
 )
 
-// next lists, for each state, the states a booking may move to. The store refuses any other
-// move with ErrConflict, whatever Change.From says, so a caller's slip cannot corrupt a booking.
-//
-// Beyond the main line it allows: scheduled -> assigned (a dispatcher's manual assignment ahead
-// of time), assigned or arrived -> searching (the driver cancels; the driver is cleared), and
-// cancelled from every state before completed, and unfulfilled -> searching (a retry) or
-// cancelled (given up).
-var next = map[dispatch.Status][]dispatch.Status{
-	dispatch.StatusScheduled:  {dispatch.StatusSearching, dispatch.StatusAssigned, dispatch.StatusCancelled},
-	dispatch.StatusSearching:  {dispatch.StatusAssigned, dispatch.StatusCancelled, dispatch.StatusUnfulfilled},
-	dispatch.StatusAssigned:   {dispatch.StatusArrived, dispatch.StatusSearching, dispatch.StatusCancelled},
-	dispatch.StatusArrived:    {dispatch.StatusInProgress, dispatch.StatusSearching, dispatch.StatusCancelled},
-	dispatch.StatusInProgress: {dispatch.StatusCompleted, dispatch.StatusCancelled},
-	// An unfulfilled booking searches again when its customer or a dispatcher retries it, or
-	// is cancelled for good.
-	dispatch.StatusUnfulfilled: {dispatch.StatusSearching, dispatch.StatusCancelled},
-}
-
-// canMove reports whether the state machine allows from -> to.
-func canMove(from, to dispatch.Status) bool { return slices.Contains(next[from], to) }
-
 // activeStatuses is the SQL list of dispatch.Status.Active states.
 const activeStatuses = "'assigned', 'arrived', 'in_progress'"
 
@@ -327,7 +306,7 @@ func limit(n, def, most int) int {
 // Transition applies a Change as one conditional UPDATE of the booking, in one transaction with
 // the calendar block it implies (see book), its audit row and its outbox event.
 //
-// Only the moves of the state machine (see next) out of the states in c.From are tried (an empty
+// Only the moves of the state machine (dispatch.CanMove) out of the states in c.From are tried (an empty
 // From means every state the machine allows out of); a booking in any other state, at another
 // version, or with another driver than c.Driver answers ErrConflict and is left as it was. Moving
 // to assigned needs c.Driver and answers ErrConflict when the booking's block overlaps one of
@@ -414,12 +393,12 @@ func apply(ctx context.Context, tx *sql.Tx, c dispatch.Change) error {
 	}
 	from := c.From
 	if len(from) == 0 {
-		from = []dispatch.Status{dispatch.StatusScheduled, dispatch.StatusSearching, dispatch.StatusAssigned,
-			dispatch.StatusArrived, dispatch.StatusInProgress, dispatch.StatusUnfulfilled}
+		from = dispatch.Statuses
 	}
+	// The UPDATE's WHERE status IN (...): the states named that the machine lets go to c.To.
 	var allowed []any
 	for _, s := range from {
-		if canMove(s, c.To) && !slices.Contains(allowed, any(s)) {
+		if dispatch.CanMove(s, c.To) && !slices.Contains(allowed, any(s)) {
 			allowed = append(allowed, s)
 		}
 	}
@@ -549,7 +528,7 @@ func refused(ctx context.Context, tx *sql.Tx, c dispatch.Change) error {
 	switch {
 	case len(c.From) > 0 && !slices.Contains(c.From, st):
 		why += fmt.Sprintf(", not %v", c.From)
-	case !canMove(st, c.To):
+	case !dispatch.CanMove(st, c.To):
 		why += fmt.Sprintf(", which cannot become %s", c.To)
 	case c.Version != 0 && version != c.Version:
 		why = fmt.Sprintf("booking is at version %d, not %d", version, c.Version)

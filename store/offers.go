@@ -109,8 +109,9 @@ func (d *DB) AcceptOffer(ctx context.Context, offerID string, driver dispatch.Dr
 			At:        at,
 		})
 		if errors.Is(err, dispatch.ErrNotFound) || errors.Is(err, dispatch.ErrInvalid) {
-			// Only an unknown offer is ErrNotFound; keep the message, not the kind.
-			return withKind(dispatch.ErrConflict, errors.New(err.Error()))
+			// Only an unknown offer is ErrNotFound: its booking's refusal is a conflict, told as
+			// a client may be told it (no driver's text flattened into it).
+			return dispatch.Errorf(dispatch.Conflict, "conflict: %s", dispatch.Message(err))
 		}
 		return err
 	})

@@ -397,28 +397,25 @@ func isErrno(err error, n uint16) bool {
 	return errors.As(err, &me) && me.Number == n
 }
 
-// kindError puts a dispatch error and the driver's error in one chain: errors.Is finds the
-// first, errors.As the second, and the message is the driver's.
-type kindError struct {
-	kind error
-	err  error
+// withKind gives a driver's error (or the store's own reason) a domain kind, as the cause of a
+// dispatch.Error: errors.Is finds the kind, errors.As the driver's error, and the message is the
+// kind's then the cause's. A client is told the cause only when it is plain text (dispatch.Message).
+func withKind(kind *dispatch.Error, err error) error {
+	return &dispatch.Error{Kind: kind.Kind, Msg: kind.Msg, Err: err}
 }
 
-func (e *kindError) Error() string   { return e.kind.Error() + ": " + e.err.Error() }
-func (e *kindError) Unwrap() []error { return []error{e.kind, e.err} }
-
-func withKind(kind, err error) error { return &kindError{kind: kind, err: err} }
-
-// translate maps driver errors to dispatch errors; errors it does not know pass unchanged.
+// translate maps driver errors to dispatch errors; errors it does not know pass unchanged, and
+// so does a cancelled context. A deadline that ran out is unavailable: MySQL did not answer in
+// time.
 func translate(err error) error {
 	if err == nil {
 		return nil
 	}
-	var ke *kindError
+	var de *dispatch.Error
 	var me *mysql.MySQLError
 	var ne net.Error
 	switch {
-	case errors.As(err, &ke):
+	case errors.As(err, &de):
 		return err
 	case errors.Is(err, sql.ErrNoRows):
 		return withKind(dispatch.ErrNotFound, err)
@@ -432,9 +429,9 @@ func translate(err error) error {
 			return withKind(dispatch.ErrInvalid, err)
 		}
 		return err
-	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
-		return err
-	case errors.Is(err, driver.ErrBadConn) || errors.Is(err, mysql.ErrInvalidConn) ||
+	case errors.Is(err, context.Canceled):
+		return err // the caller gave up: nothing to say of the server
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, driver.ErrBadConn) || errors.Is(err, mysql.ErrInvalidConn) ||
 		errors.Is(err, sql.ErrConnDone) || errors.As(err, &ne):
 		return withKind(dispatch.ErrUnavailable, err)
 	}

@@ -199,7 +199,8 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 	bus := realtime.NewBus(conns.rdb, cfg.RedisPrefix)
 	market := geo.NewMarket(index, 0)
 	svc := dispatch.NewService(conns.db, index, bus, dispatch.ServiceOptions{Tariff: tariff, Trails: index, Offers: bus,
-		Cities: areas, Tariffs: tariffs, Market: market, Quotes: conns.db, Invoices: conns.db})
+		Cities: areas, Tariffs: tariffs, Market: market, Quotes: conns.db, Invoices: conns.db,
+		Log: log.With().Str("component", "service").Logger()})
 	var previous [][]byte
 	if cfg.JWTPrevious != "" {
 		previous = append(previous, []byte(cfg.JWTPrevious))
