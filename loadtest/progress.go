@@ -18,6 +18,8 @@ type progress struct {
 
 	mu sync.Mutex
 	ph string
+	// wmu serialises writes to w: the bar's lines and the phase lines come from two goroutines.
+	wmu sync.Mutex
 }
 
 func newProgress(w io.Writer, tty bool, length time.Duration, s *Series) *progress {
@@ -31,7 +33,9 @@ func (p *progress) phase(ph string) {
 	p.ph = ph
 	p.mu.Unlock()
 	if !p.tty {
+		p.wmu.Lock()
 		fmt.Fprintf(p.w, "phase %s at %s\n", ph, time.Now().UTC().Format(time.RFC3339Nano))
+		p.wmu.Unlock()
 	}
 }
 
@@ -56,6 +60,8 @@ func (p *progress) run(ctx context.Context, totals func() (Totals, int64)) {
 		el := now.Sub(p.series.Start())
 		line := fmt.Sprintf("%-12s %5.0fs  drivers %d  dispatchers %d  loc/s %.0f  bookings %d  offers %d  accepted %d  completed %d  in flight %d",
 			ph, el.Seconds(), tot.Connected, dsp, rate, tot.BookingsCreated, tot.OffersReceived, tot.OffersAccepted, tot.BookingsCompleted, tot.InFlight)
+		p.wmu.Lock()
+		defer p.wmu.Unlock()
 		if !p.tty {
 			fmt.Fprintln(p.w, line)
 			return
