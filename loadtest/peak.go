@@ -356,7 +356,9 @@ func Peak(ctx context.Context, o PeakOptions) (*Result, error) {
 	res.Dispatchers.LatencyP50MS, res.Dispatchers.LatencyP99MS, res.Dispatchers.LatencyN = disp.Counts.ViewLatency()
 	res.Settled, res.Interrupted = settled, interrupted
 	res.StartedAt, res.DemandStartedAt = start, demandStart
-	res.WarmupSeconds = demandStart.Sub(start).Seconds()
+	if o.Warmup > 0 {
+		res.WarmupSeconds = demandStart.Sub(start).Seconds()
+	}
 	res.RunSeconds, res.DrainSeconds = runEnd.Sub(demandStart).Seconds(), end.Sub(runEnd).Seconds()
 
 	report := context.WithoutCancel(ctx)
