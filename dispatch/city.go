@@ -121,7 +121,7 @@ func (s *Service) quotedSurge(ctx context.Context, a Actor, id string, city stri
 	if !now.Before(q.ExpiresAt) {
 		return 0, fmt.Errorf("quote %s expired at %s; ask for a new quote: %w", id, q.ExpiresAt.UTC().Format(time.RFC3339), ErrConflict)
 	}
-	if q.City != city || haversineM(q.Pickup.Lat, q.Pickup.Lng, p.Lat, p.Lng) > quoteMaxMoveM {
+	if q.City != city || DistanceM(q.Pickup.Lat, q.Pickup.Lng, p.Lat, p.Lng) > quoteMaxMoveM {
 		return 0, fmt.Errorf("quote %s was for a pickup more than %d m away; ask for a new quote: %w", id, quoteMaxMoveM, ErrConflict)
 	}
 	return q.Surge, nil

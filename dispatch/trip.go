@@ -29,7 +29,7 @@ type Route struct {
 func NewRoute(pts []Point) Route {
 	d := 0.0
 	for i := 1; i < len(pts); i++ {
-		d += haversineM(pts[i-1].Lat, pts[i-1].Lng, pts[i].Lat, pts[i].Lng)
+		d += DistanceM(pts[i-1].Lat, pts[i-1].Lng, pts[i].Lat, pts[i].Lng)
 	}
 	return Route{Polyline: EncodePolyline(pts), Points: len(pts), DistanceM: int(math.Round(d))}
 }
@@ -109,16 +109,6 @@ func DecodePolyline(s string) ([]LatLng, error) {
 		pts = append(pts, LatLng{Lat: float64(lat) / 1e5, Lng: float64(lng) / 1e5})
 	}
 	return pts, nil
-}
-
-// haversineM is the great-circle distance in metres: the formula of geo.DistanceM, which
-// dispatch cannot import.
-func haversineM(lat1, lng1, lat2, lng2 float64) float64 {
-	const rad, earthRadiusM = math.Pi / 180, 6371008.8
-	dLat, dLng := (lat2-lat1)*rad, (lng2-lng1)*rad
-	a := math.Sin(dLat/2)*math.Sin(dLat/2) +
-		math.Cos(lat1*rad)*math.Cos(lat2*rad)*math.Sin(dLng/2)*math.Sin(dLng/2)
-	return 2 * earthRadiusM * math.Asin(math.Min(1, math.Sqrt(a)))
 }
 
 // Route returns the recorded trip of a completed booking to its customer, its driver and staff.

@@ -164,7 +164,7 @@ func (a *Areas) cover(id string) int {
 		for _, ring := range p {
 			for i := 1; i < len(ring); i++ {
 				p0, p1 := ring[i-1], ring[i]
-				n := int(math.Ceil(DistanceM(p0[1], p0[0], p1[1], p1[0])/step)) + 1
+				n := int(math.Ceil(dispatch.DistanceM(p0[1], p0[0], p1[1], p1[0])/step)) + 1
 				for k := 0; k <= n; k++ {
 					f := float64(k) / float64(n)
 					c := h3.LatLngToCell(h3.LatLng{Lat: p0[1] + f*(p1[1]-p0[1]), Lng: p0[0] + f*(p1[0]-p0[0])}, AreaRes)

@@ -30,6 +30,7 @@ package geo
 import (
 	"math"
 
+	"github.com/drivers4me/dispatch/dispatch"
 	"github.com/uber/h3-go/v4"
 )
 
@@ -44,18 +45,6 @@ const (
 	// RegionRes; a search crosses both kinds of border freely.
 	MatchRes = 6
 )
-
-const earthRadiusM = 6371008.8
-
-// DistanceM is the haversine distance in metres.
-func DistanceM(lat1, lng1, lat2, lng2 float64) float64 {
-	const rad = math.Pi / 180
-	dLat := (lat2 - lat1) * rad
-	dLng := (lng2 - lng1) * rad
-	a := math.Sin(dLat/2)*math.Sin(dLat/2) +
-		math.Cos(lat1*rad)*math.Cos(lat2*rad)*math.Sin(dLng/2)*math.Sin(dLng/2)
-	return 2 * earthRadiusM * math.Asin(math.Min(1, math.Sqrt(a)))
-}
 
 // Cell is the index cell of a point.
 func Cell(lat, lng float64) h3.Cell {
@@ -88,7 +77,7 @@ func Boundary(cell string) [][2]float64 {
 // them so that the edges are covered too. At most max cells; ok is false when the box needs more.
 func CellsCovering(minLat, minLng, maxLat, maxLng float64, res, max int) (cells []h3.Cell, ok bool) {
 	centre := h3.LatLngToCell(h3.LatLng{Lat: (minLat + maxLat) / 2, Lng: (minLng + maxLng) / 2}, res)
-	diag := DistanceM(minLat, minLng, maxLat, maxLng) / 2
+	diag := dispatch.DistanceM(minLat, minLng, maxLat, maxLng) / 2
 	k := int(math.Ceil(diag/(h3.HexagonEdgeLengthAvgM(res)*math.Sqrt(3)*0.85))) + 1
 	if 3*k*k+3*k+1 > max*4 {
 		return nil, false

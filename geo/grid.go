@@ -33,7 +33,7 @@ func geomOf(c h3.Cell) cellGeom {
 	ll := c.LatLng()
 	g := cellGeom{lat: ll.Lat, lng: ll.Lng}
 	for _, v := range c.Boundary() {
-		if d := DistanceM(ll.Lat, ll.Lng, v.Lat, v.Lng); d > g.r {
+		if d := dispatch.DistanceM(ll.Lat, ll.Lng, v.Lat, v.Lng); d > g.r {
 			g.r = d
 		}
 	}
@@ -100,7 +100,7 @@ func (s *search) bound(k int) float64 {
 	b := math.Inf(1)
 	for _, c := range s.ring(k + 1) {
 		g := geomOf(c)
-		if d := DistanceM(s.lat, s.lng, g.lat, g.lng) - g.r; d < b {
+		if d := dispatch.DistanceM(s.lat, s.lng, g.lat, g.lng) - g.r; d < b {
 			b = d
 		}
 	}

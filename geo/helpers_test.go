@@ -111,7 +111,7 @@ func pt(lat, lng float64, ts int64) dispatch.Point { return dispatch.Point{Lat: 
 func bruteNearby(all []dispatch.Position, lat, lng, radiusM float64, limit int, keep func(dispatch.Position) bool) []dispatch.Nearby {
 	var out []dispatch.Nearby
 	for _, p := range all {
-		d := geo.DistanceM(lat, lng, p.Lat, p.Lng)
+		d := dispatch.DistanceM(lat, lng, p.Lat, p.Lng)
 		if d <= radiusM && (keep == nil || keep(p)) {
 			out = append(out, dispatch.Nearby{Position: p, DistanceM: d})
 		}

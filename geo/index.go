@@ -489,7 +489,7 @@ func (x *Index) Nearby(ctx context.Context, lat, lng, radiusM float64, limit int
 		for ring := first; ring <= k; ring++ {
 			for _, c := range s.ring(ring) {
 				g := geomOf(c)
-				near := DistanceM(lat, lng, g.lat, g.lng) - g.r
+				near := dispatch.DistanceM(lat, lng, g.lat, g.lng) - g.r
 				if near > radiusM || (t.full() && near > t.worst()) {
 					continue // no point of this cell can be in the answer
 				}
@@ -512,7 +512,7 @@ func (x *Index) Nearby(ctx context.Context, lat, lng, radiusM float64, limit int
 					if !ok {
 						continue
 					}
-					d := DistanceM(lat, lng, p.Lat, p.Lng)
+					d := dispatch.DistanceM(lat, lng, p.Lat, p.Lng)
 					if d > radiusM || (t.full() && d > t.worst()) || (keep != nil && !keep(p)) {
 						continue
 					}

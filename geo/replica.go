@@ -356,17 +356,13 @@ func searchBuckets(buckets map[h3.Cell]*bucket, res int, lat, lng, radiusM float
 			}
 			if len(b.entries) > 2 {
 				g := geomOf(c)
-				near := DistanceM(lat, lng, g.lat, g.lng) - g.r
+				near := dispatch.DistanceM(lat, lng, g.lat, g.lng) - g.r
 				if near > radiusM || (t.full() && near > t.worst()) {
 					continue
 				}
 			}
 			for _, e := range b.entries {
-				// The haversine of DistanceM, with the cosines cached.
-				dLat := (e.pos.Lat - lat) * rad
-				dLng := (e.pos.Lng - lng) * rad
-				a := math.Sin(dLat/2)*math.Sin(dLat/2) + cosQ*e.cosLat*math.Sin(dLng/2)*math.Sin(dLng/2)
-				d := 2 * earthRadiusM * math.Asin(math.Min(1, math.Sqrt(a)))
+				d := dispatch.DistanceCosM(lat, lng, cosQ, e.pos.Lat, e.pos.Lng, e.cosLat) // the cosines cached
 				if d > radiusM || (t.full() && d > t.worst()) || (keep != nil && !keep(e.pos)) {
 					continue
 				}

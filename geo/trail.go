@@ -44,7 +44,7 @@ func TrailKeep(last *dispatch.Point, p dispatch.Point) bool {
 	if p.TS <= last.TS {
 		return false
 	}
-	d := DistanceM(last.Lat, last.Lng, p.Lat, p.Lng)
+	d := dispatch.DistanceM(last.Lat, last.Lng, p.Lat, p.Lng)
 	return d >= TrailStepM || (time.Duration(p.TS-last.TS)*time.Millisecond >= TrailEvery && d > TrailJitterM)
 }
 

@@ -263,7 +263,7 @@ func (d *driverSession) accept(p dispatch.Point) error {
 			h.m.rejected.WithLabelValues("out_of_order").Inc()
 			return nil // older than what we have: latest wins, nothing to say
 		}
-		dist := geo.DistanceM(last.Lat, last.Lng, p.Lat, p.Lng)
+		dist := dispatch.DistanceM(last.Lat, last.Lng, p.Lat, p.Lng)
 		hours := float64(p.TS-last.TS) / 3.6e6
 		if dist > 50 && dist/1000/hours > h.opts.MaxSpeedKmh {
 			d.mu.Unlock()

@@ -521,7 +521,7 @@ func FuzzLocation(f *testing.F) {
 		case !(got.Speed >= 0) || math.IsInf(got.Speed, 0):
 			t.Fatalf("took %+v: speed negative or not a number", *got)
 		}
-		dist := geo.DistanceM(last.Lat, last.Lng, got.Lat, got.Lng)
+		dist := dispatch.DistanceM(last.Lat, last.Lng, got.Lat, got.Lng)
 		if kmh := dist / 1000 / (float64(got.TS-last.TS) / 3.6e6); dist > 50 && kmh > 200 {
 			t.Fatalf("took %+v: a jump of %.0f m at %.0f km/h", *got, dist, kmh)
 		}

@@ -213,7 +213,7 @@ func (v *viewer) driverLocation(loc driverLocation) {
 		return
 	}
 	if b.Status == dispatch.StatusAssigned {
-		eta := int(math.Round(dispatch.PickupSeconds(geo.DistanceM(loc.Lat, loc.Lng, b.Pickup.Lat, b.Pickup.Lng))))
+		eta := int(math.Round(dispatch.PickupSeconds(dispatch.DistanceM(loc.Lat, loc.Lng, b.Pickup.Lat, b.Pickup.Lng))))
 		loc.EtaS = &eta
 	}
 	v.c.sendLatest("trk:"+loc.BookingID, loc.TS, "driver.location", loc)
@@ -229,7 +229,7 @@ func (v *viewer) watchArea(ctx context.Context, a area) error {
 	h := v.h
 	v.watchMu.Lock()
 	defer v.watchMu.Unlock()
-	diag := geo.DistanceM(a.minLat, a.minLng, a.maxLat, a.maxLng)
+	diag := dispatch.DistanceM(a.minLat, a.minLng, a.maxLat, a.maxLng)
 	res := cellsResFor(diag)
 	var regionCells []h3.Cell
 	one := false

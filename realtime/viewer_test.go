@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/drivers4me/dispatch/dispatch"
-	"github.com/drivers4me/dispatch/geo"
 	"github.com/uber/h3-go/v4"
 )
 
@@ -98,7 +97,7 @@ func TestDriverLocationETA(t *testing.T) {
 			if err := json.Unmarshal(conn.latest["trk:bk_1"].b, &got); err != nil {
 				t.Fatal(err)
 			}
-			want := int(math.Round(dispatch.PickupSeconds(geo.DistanceM(12.9816, 77.5946, pickup.Lat, pickup.Lng))))
+			want := int(math.Round(dispatch.PickupSeconds(dispatch.DistanceM(12.9816, 77.5946, pickup.Lat, pickup.Lng))))
 			switch {
 			case c.eta && (got.Data.EtaS == nil || *got.Data.EtaS != want):
 				t.Errorf("eta_s: got %v, want %d", got.Data.EtaS, want)

@@ -108,7 +108,7 @@ func offset(p point, northM, eastM float64) point {
 	return point{p.lat + northM/degM, p.lng + eastM/(degM*math.Cos(p.lat*math.Pi/180))}
 }
 
-// distanceM is the haversine distance in metres, the same formula as geo.DistanceM. matchsim
+// distanceM is the haversine distance in metres, the same formula as dispatch.DistanceM. matchsim
 // keeps its own copy so that the simulator depends on dispatch alone (geo brings H3 and cgo).
 func distanceM(a, b point) float64 {
 	const rad = math.Pi / 180
