@@ -550,7 +550,10 @@ func TestFaultSlowReader(t *testing.T) {
 	go func() {
 		defer close(flooding)
 		for !stopFlood.Load() {
-			_ = ws.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			// A generous deadline: on a loaded machine (the whole suite under -race) the server's
+			// reader may not get the CPU for seconds, which blocks these writes without being
+			// the server's giving up this test waits for.
+			_ = ws.SetWriteDeadline(time.Now().Add(30 * time.Second))
 			if ws.WriteMessage(websocket.TextMessage, []byte(`{}`)) != nil {
 				return
 			}
