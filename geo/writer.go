@@ -15,8 +15,9 @@ type WriterOptions struct {
 	Interval time.Duration
 	// MaxBatch flushes early once this many drivers are pending (default 512).
 	MaxBatch int
-	// Flushers is how many batches may be in flight at once (default 4). Each owns a fixed
-	// share of the drivers, so one driver's points are still written in order. On a busy
+	// Flushers is how many batches may be in flight at once (default 4) when the writer is
+	// busy (MaxBatch pending); below that, one batch a tick carries every shard. Each flusher
+	// owns a fixed share of the drivers, so one driver's points are still written in order. On a busy
 	// gateway thousands of socket goroutines share the CPU with the flushers: each network
 	// wait of a flusher costs a trip through the run queue, and several flushers overlap them.
 	Flushers int

@@ -283,10 +283,7 @@ func Peak(ctx context.Context, o PeakOptions) (*Result, error) {
 	defer stopDriving()
 	var wg sync.WaitGroup
 	wg.Add(2)
-	if err := CheckLoopback(fopts.URL); err != nil {
-		return nil, err
-	}
-	go func() { defer wg.Done(); fleet.RunDrivers(driveCtx) }()
+	go func() { defer wg.Done(); fleet.RunDrivers(driveCtx) }() // URL is Target's or a gateway's: checked by defaults
 	go func() { defer wg.Done(); _ = disp.Run(driveCtx) }()
 
 	bar := newProgress(o.Progress, o.TTY, o.Duration, series)
