@@ -123,15 +123,8 @@ func (r *Replica) SetStates(ctx context.Context, ids []string, s dispatch.Driver
 	return nil
 }
 
-// detachScript deletes a driver's session mark if it is still ARGV[1]: 1 when it was (no newer
-// socket of theirs came up anywhere), else 0.
-var detachScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  return 1
-end
-return 0
-`)
+// detachScript deletes a driver's session mark if it is still the caller's: lua/detach.lua.
+var detachScript = luaScript("detach")
 
 func (x *Index) sessionKey(id string) string { return x.prefix + "drv:{" + id + "}:session" }
 

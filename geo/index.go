@@ -2,6 +2,7 @@ package geo
 
 import (
 	"context"
+	"embed"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -68,135 +69,43 @@ func (x *Index) Forget(driverID string) {
 	x.mu.Unlock()
 }
 
-// updateScript writes drivers' points into one region. ARGV[1] is the region's feed channel
-// ("" for none); then two ARGV per point: "lat,lng,heading,ts,cell,state,id" and the point's
-// DriverView as JSON without its state and closing brace. Latest wins by ts; a move between
-// cells is one atomic step. The stored state is kept when the driver has a record; the state
-// given ("" for available) is the state of a new record, and revives a record the sweeper marked
-// offline (answered with a "+" first; a new record is answered with a "*" first). Offline
-// drivers are in no cell set. It answers, per point, the driver's state when written, "" when
-// the point is older than what is stored, and publishes the applied points on the feed as one
-// JSON array.
-//
-// One script call per region and flush (rather than per point) and no cell-set write unless the
-// cell or the membership changes: the common point costs Redis an HGET and an HSET.
-var updateScript = redis.NewScript(`
-local out = {}
-local views = {}
-local feed = ARGV[1]
-for i = 2, #ARGV, 2 do
-  local lat, lng, hd, ts, cell, state, id = string.match(ARGV[i], '^([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),(.*)$')
-  local old = redis.call('HGET', KEYS[1], id)
-  local res = nil
-  local oldCell, wasIn, revived, created = '', false, '', '*'
-  if old then
-    local ots, ost, ocell = string.match(old, '^[^,]*,[^,]*,[^,]*,([^,]*),([^,]*),([^,]*)$')
-    if ots then
-      created = ''
-      if tonumber(ots) > tonumber(ts) then
-        res = ''
-      else
-        if ost == 'offline' and state ~= '' and state ~= 'offline' then
-          revived = '+'
-        else
-          state = ost
-        end
-        oldCell, wasIn = ocell, ost ~= 'offline'
-      end
-    end
-  end
-  if res == nil then
-    if state == '' then state = 'available' end
-    local isIn = state ~= 'offline'
-    if wasIn and (not isIn or oldCell ~= cell) then redis.call('ZREM', KEYS[2], oldCell .. ':' .. id) end
-    if isIn and (not wasIn or oldCell ~= cell) then redis.call('ZADD', KEYS[2], 0, cell .. ':' .. id) end
-    redis.call('HSET', KEYS[1], id, lat .. ',' .. lng .. ',' .. hd .. ',' .. ts .. ',' .. state .. ',' .. cell)
-    res = created .. revived .. state
-    if feed ~= '' then views[#views+1] = ARGV[i+1] .. ',"state":"' .. state .. '"}' end
-  end
-  out[#out+1] = res
-end
-if #views > 0 then redis.call('PUBLISH', feed, '[' .. table.concat(views, ',') .. ']') end
-return out
-`)
+//go:embed lua/*.lua
+var luaFiles embed.FS
 
-// removeScript takes a driver out of a region and returns its record (or false).
-var removeScript = redis.NewScript(`
-local old = redis.call('HGET', KEYS[1], ARGV[1])
-if not old then return false end
-local cell = string.match(old, ',([^,]*)$')
-if cell then redis.call('ZREM', KEYS[2], cell .. ':' .. ARGV[1]) end
-redis.call('HDEL', KEYS[1], ARGV[1])
-return old
-`)
+// luaScript is the script in lua/<name>.lua, whose opening comment says its KEYS, ARGV and
+// answer. Every key a script touches shares one hash tag (the package doc's key design). It
+// panics when the file is missing: scripts are package variables, so that is at init.
+func luaScript(name string) *redis.Script {
+	src, err := luaFiles.ReadFile("lua/" + name + ".lua")
+	if err != nil {
+		panic(fmt.Sprintf("geo: Lua script %s: %v", name, err))
+	}
+	return redis.NewScript(string(src))
+}
 
-// stateScript replaces the state field of a driver's record in a region, if present, and
-// returns the new record (or false). Offline drivers leave the cell set, others join it.
-var stateScript = redis.NewScript(`
-local old = redis.call('HGET', KEYS[1], ARGV[1])
-if not old then return false end
-local head, cell = string.match(old, '^([^,]*,[^,]*,[^,]*,[^,]*),[^,]*,([^,]*)$')
-if not head then return false end
-local rec = head .. ',' .. ARGV[2] .. ',' .. cell
-redis.call('HSET', KEYS[1], ARGV[1], rec)
-if ARGV[2] == 'offline' then
-  redis.call('ZREM', KEYS[2], cell .. ':' .. ARGV[1])
-else
-  redis.call('ZADD', KEYS[2], 0, cell .. ':' .. ARGV[1])
-end
-return rec
-`)
+// updateScript writes drivers' points into one region, latest wins: lua/update.lua.
+var updateScript = luaScript("update")
 
-// sweepScript marks offline the given drivers of a region that are still available and whose
-// latest point is older than ARGV[1] (Unix ms). ARGV[2..]: ids. Returns id1, rec1, id2, rec2...
-var sweepScript = redis.NewScript(`
-local out = {}
-local cutoff = tonumber(ARGV[1])
-for i = 2, #ARGV do
-  local old = redis.call('HGET', KEYS[1], ARGV[i])
-  if old then
-    local head, ts, st, cell = string.match(old, '^([^,]*,[^,]*,[^,]*,([^,]*)),([^,]*),([^,]*)$')
-    if head and st == 'available' and tonumber(ts) < cutoff then
-      local rec = head .. ',offline,' .. cell
-      redis.call('HSET', KEYS[1], ARGV[i], rec)
-      redis.call('ZREM', KEYS[2], cell .. ':' .. ARGV[i])
-      out[#out+1] = ARGV[i]
-      out[#out+1] = rec
-    end
-  end
-end
-return out
-`)
+// removeScript takes a driver out of a region and returns its record: lua/remove.lua.
+var removeScript = luaScript("remove")
 
-// casStateScript sets the state of a driver's own record to ARGV[2] if it is ARGV[1] (a
-// missing state counts as offline). Returns 1 when it did.
-var casStateScript = redis.NewScript(`
-local st = redis.call('HGET', KEYS[1], 'state') or 'offline'
-if st ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'state', ARGV[2])
-return 1
-`)
+// stateScript sets the state in a driver's record in a region: lua/state.lua.
+var stateScript = luaScript("state")
 
-// scanScript returns the records of the drivers in the given cells: id1, rec1, id2, rec2...
-var scanScript = redis.NewScript(`
-local out = {}
-for i = 1, #ARGV do
-  local ms = redis.call('ZRANGEBYLEX', KEYS[2], '[' .. ARGV[i] .. ':', '[' .. ARGV[i] .. ';')
-  for _, m in ipairs(ms) do
-    local id = string.sub(m, string.len(ARGV[i]) + 2)
-    local rec = redis.call('HGET', KEYS[1], id)
-    if rec then out[#out+1] = id; out[#out+1] = rec end
-  end
-end
-return out
-`)
+// sweepScript marks a region's silent available drivers offline: lua/sweep.lua.
+var sweepScript = luaScript("sweep")
 
-// releaseScript deletes the lease only if it still carries the caller's token.
-var releaseScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-`)
+// casStateScript sets a driver's own state if it is still the one expected: lua/cas_state.lua.
+var casStateScript = luaScript("cas_state")
 
+// scanScript returns the records of the drivers in some cells of a region: lua/scan.lua.
+var scanScript = luaScript("scan")
+
+// releaseScript deletes a lease only if it still carries the caller's token: lua/release.lua.
+var releaseScript = luaScript("release")
+
+// scripts are the ones LoadScripts loads, among them every script the index runs in a
+// pipeline: there Script.Run cannot fall back to EVAL on NOSCRIPT, so execPipe reloads them.
 var scripts = []*redis.Script{updateScript, removeScript, stateScript, sweepScript, casStateScript, scanScript, releaseScript}
 
 // LoadScripts loads the Lua scripts (on every shard of a cluster). Pipelines send EVALSHA,
