@@ -7,8 +7,15 @@ import (
 	"time"
 
 	"github.com/drivers4me/dispatch/dispatch"
-	"github.com/drivers4me/dispatch/geo"
 )
+
+// PointSink takes the points drivers' sockets accepted, to be indexed in the background
+// (geo.Writer): Submit must not wait on a backend, it runs for every GPS point. newState is the
+// state recorded for a driver the index holds no record of; received is when the point was read.
+// Safe for concurrent use.
+type PointSink interface {
+	Submit(driverID string, p dispatch.Point, newState dispatch.DriverState, received time.Time)
+}
 
 // driverSession is one driver's socket.
 type driverSession struct {
@@ -85,12 +92,6 @@ func (d *driverSession) stop(ctx context.Context) {
 		h.loc.Forget(d.actor.ID)
 		h.watchGone(d.actor.ID, d.session)
 	}
-}
-
-func (d *driverSession) trackedBooking() string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.booking
 }
 
 func (d *driverSession) onBooking(b dispatch.Booking) {
@@ -272,13 +273,17 @@ func (d *driverSession) accept(p dispatch.Point) error {
 	}
 	pp := p
 	d.last = &pp
+	tracked := d.booking
 	trailOf := d.trailPoint(p)
 	d.mu.Unlock()
 	newState := state
 	if newState == "" || newState == dispatch.DriverOffline {
 		newState = dispatch.DriverOffline
 	}
-	h.writer.Submit(geo.Update{DriverID: d.actor.ID, Point: p, NewState: newState, Received: now})
+	h.points.Submit(d.actor.ID, p, newState, now)
+	if tracked != "" {
+		h.tracks.put(driverLocation{BookingID: tracked, Lat: p.Lat, Lng: p.Lng, Heading: p.Heading, TS: p.TS})
+	}
 	if trailOf != "" {
 		d.appendTrail(trailOf, p)
 	}

@@ -273,15 +273,15 @@ func newFzRig(tb testing.TB) *fzRig {
 		}
 		rdb.Close()
 	})
-	x := geo.NewIndex(rdb, geo.Options{Prefix: prefix})
+	x := geo.NewIndex(rdb, geo.Options{Prefix: prefix, Feed: true}) // as cmd/dispatchd's
 	st := &fzStore{}
 	st.reset()
 	now := func() time.Time { return fzNow }
 	svc := dispatch.NewService(st, x, NewBus(rdb, prefix), dispatch.ServiceOptions{Now: now})
 	// Budgets out of the way: the guards' refusals are tested end to end; here every frame
 	// that may be handled is.
-	h := NewHub(rdb, NewBus(rdb, prefix), svc, st, x, Options{Rate: 1e9, UserRate: 1e9, Now: now}, nil, zerolog.Nop())
-	h.SetWriter(geo.NewWriter(x, geo.WriterOptions{}, zerolog.Nop())) // not run: points stay pending
+	w := geo.NewWriter(x, geo.WriterOptions{}, nil, zerolog.Nop()) // not run: points stay pending
+	h := NewHub(rdb, NewBus(rdb, prefix), svc, st, x, w, Options{Rate: 1e9, UserRate: 1e9, Now: now}, nil, zerolog.Nop())
 	return &fzRig{h: h, store: st}
 }
 

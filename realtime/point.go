@@ -265,8 +265,8 @@ func scanNumber(b []byte, i int) (int, bool) {
 }
 
 // appendViews appends views as the JSON array encoding/json makes of them, without reflection
-// (OnWritten encodes every indexed point). It falls back to encoding/json for what its fast
-// path does not cover.
+// (every driver update a dispatcher's socket is sent, viewer.pull). It falls back to
+// encoding/json for what its fast path does not cover.
 func appendViews(b []byte, views []dispatch.DriverView) []byte {
 	b = append(b, '[')
 	for i := range views {

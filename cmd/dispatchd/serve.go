@@ -29,6 +29,9 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
+// The adapters satisfy the interfaces realtime declares for what it needs of them.
+var _ realtime.PointSink = (*geo.Writer)(nil)
+
 func newLogger(c Config, w io.Writer) zerolog.Logger {
 	lvl, _ := zerolog.ParseLevel(c.LogLevel)
 	out := w
@@ -237,16 +240,16 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 	g, gctx := errgroup.WithContext(work)
 
 	var hub *realtime.Hub
-	var writer *geo.Writer
 	if cfg.Has("gateway") {
-		hub = realtime.NewHub(conns.rdb, bus, svc, conns.db, index, realtime.Options{
+		// The sockets' points go to the writer; the index publishes what it writes on the region
+		// feeds (Feed above), which the hub subscribes to for dispatchers' maps.
+		writer := geo.NewWriter(index, geo.WriterOptions{OnError: func(err error, n int) {
+			log.Warn().Err(err).Int("points", n).Msg("index write failed")
+		}}, reg, log)
+		hub = realtime.NewHub(conns.rdb, bus, svc, conns.db, index, writer, realtime.Options{
 			Auth: verifier.FromRequest, AllowedOrigins: cfg.AllowedOrigins,
 			UserRate: cfg.SocketRatePerUser, MaxSocketsPerUser: cfg.MaxSocketsPerUser, GoneGrace: cfg.GoneGrace, Surges: market.Surges,
 		}, reg, log.With().Str("component", "gateway").Logger())
-		writer = geo.NewWriter(index, geo.WriterOptions{OnWritten: hub.OnWritten, OnError: func(err error, n int) {
-			log.Warn().Err(err).Int("points", n).Msg("index write failed")
-		}}, log)
-		hub.SetWriter(writer)
 		g.Go(func() error { return hub.Run(gctx) })
 		g.Go(func() error { return writer.Run(gctx) })
 	}
