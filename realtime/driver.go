@@ -58,7 +58,7 @@ func (d *driverSession) start(ctx context.Context) {
 		h.subscribe(ctx, "to:drv:"+d.actor.ID, "ev:drv:"+d.actor.ID)
 	}
 	h.cancelGone(d.actor.ID)
-	if err := h.loc.Attach(ctx, d.actor.ID, d.session); err != nil {
+	if err := h.index.Attach(ctx, d.actor.ID, d.session); err != nil {
 		h.log.Warn().Err(err).Str("driver", d.actor.ID).Msg("mark driver's socket")
 	}
 	// What the socket is told as it opens is the domain's: the driver's state and what it resumes.
@@ -89,7 +89,7 @@ func (d *driverSession) stop(ctx context.Context) {
 	if mine {
 		h.unsubscribe(ctx, "to:drv:"+d.actor.ID, "ev:drv:"+d.actor.ID)
 		// It may reconnect to another gateway, which may move it to another region.
-		h.loc.Forget(d.actor.ID)
+		h.index.Forget(d.actor.ID)
 		h.watchGone(d.actor.ID, d.session)
 	}
 }

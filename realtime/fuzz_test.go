@@ -277,11 +277,11 @@ func newFzRig(tb testing.TB) *fzRig {
 	st := &fzStore{}
 	st.reset()
 	now := func() time.Time { return fzNow }
-	svc := dispatch.NewService(st, x, NewBus(rdb, prefix), dispatch.ServiceOptions{Now: now})
+	svc := dispatch.NewService(st, x, NewBus(rdb, prefix, geoGrid), dispatch.ServiceOptions{Now: now})
 	// Budgets out of the way: the guards' refusals are tested end to end; here every frame
 	// that may be handled is.
 	w := geo.NewWriter(x, geo.WriterOptions{}, nil, zerolog.Nop()) // not run: points stay pending
-	h := NewHub(rdb, NewBus(rdb, prefix), svc, st, x, w, Options{Rate: 1e9, UserRate: 1e9, Now: now}, nil, zerolog.Nop())
+	h := NewHub(rdb, NewBus(rdb, prefix, geoGrid), svc, st, x, w, Options{Rate: 1e9, UserRate: 1e9, Now: now, TrailKeep: geo.TrailKeep}, nil, zerolog.Nop())
 	return &fzRig{h: h, store: st}
 }
 

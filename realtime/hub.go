@@ -12,7 +12,9 @@
 //	loc:<region>        batches of driver positions in a region, published by the location index
 //	                    as it writes them, subscribed for dispatchers' areas
 //
-// realtime must not change bookings itself: every action goes through dispatch.Service.
+// realtime must not change bookings itself: every action goes through dispatch.Service. It
+// imports no other adapter: what it needs of the location index it declares (Index, PointSink,
+// Grid) and cmd/dispatchd gives geo's.
 package realtime
 
 import (
@@ -25,7 +27,6 @@ import (
 	"time"
 
 	"github.com/drivers4me/dispatch/dispatch"
-	"github.com/drivers4me/dispatch/geo"
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -64,6 +65,17 @@ type Options struct {
 	// Surges, when set, gives the surge of the markets of the map's cells (H3 at the cells'
 	// resolution; cells with none left out): the live map colours them.
 	Surges func(ctx context.Context, cells []string) (map[string]float64, error)
+	// TrailKeep says whether p follows last (nil: none yet) in the trail of a trip in progress
+	// (geo.TrailKeep); nil keeps no trail.
+	TrailKeep func(last *dispatch.Point, p dispatch.Point) bool
+}
+
+// Index is what a gateway needs of the location index (geo.Index); each part is declared
+// beside its user: Presence (gone.go), Positions (viewer.go), Trails (trail.go).
+type Index interface {
+	Presence
+	Positions
+	Trails
 }
 
 // Hub serves /v1/ws. Run owns the pub/sub goroutine; Shutdown closes every socket with 1001
@@ -75,7 +87,7 @@ type Hub struct {
 	rdb    redis.UniversalClient
 	svc    *dispatch.Service
 	store  dispatch.BookingStore
-	loc    *geo.Index
+	index  Index // the location index
 	points PointSink
 	tracks *tracks
 	opts   Options
@@ -100,9 +112,9 @@ type Hub struct {
 	fleet      *fleet                 // drivers of the regions counted for zoomed-out maps
 }
 
-// NewHub returns a hub whose drivers' points go to points (the location writer, whose Run the
-// caller owns).
-func NewHub(rdb redis.UniversalClient, bus *Bus, svc *dispatch.Service, store dispatch.BookingStore, loc *geo.Index, points PointSink, opts Options, reg prometheus.Registerer, log zerolog.Logger) *Hub {
+// NewHub returns a hub over the location index whose drivers' points go to points (the
+// location writer, whose Run the caller owns). Its channels and maps follow bus's Grid.
+func NewHub(rdb redis.UniversalClient, bus *Bus, svc *dispatch.Service, store dispatch.BookingStore, index Index, points PointSink, opts Options, reg prometheus.Registerer, log zerolog.Logger) *Hub {
 	if opts.MaxAccuracyM <= 0 {
 		opts.MaxAccuracyM = 100
 	}
@@ -133,7 +145,7 @@ func NewHub(rdb redis.UniversalClient, bus *Bus, svc *dispatch.Service, store di
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	h := &Hub{gone: map[string]*time.Timer{}, Bus: bus, rdb: rdb, svc: svc, store: store, loc: loc, points: points, opts: opts, log: log, m: newMetrics(reg),
+	h := &Hub{gone: map[string]*time.Timer{}, Bus: bus, rdb: rdb, svc: svc, store: store, index: index, points: points, opts: opts, log: log, m: newMetrics(reg),
 		subs: map[string]int{}, drivers: map[string]*driverSession{}, watchers: map[string]map[*viewer]bool{},
 		dispatch: map[*viewer]bool{}, all: map[*conn]bool{}, seenEvents: newDedupe(4096), versions: newLastVersions(65536), guards: newGuards(opts, reg)}
 	h.fleet = newFleet(h)

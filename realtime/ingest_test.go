@@ -105,9 +105,12 @@ func newGateway(t *testing.T, opts Options) *gateway {
 		}
 		return dispatch.Actor{ID: id, Role: "driver"}, time.Now().Add(time.Hour), nil
 	}
+	if opts.TrailKeep == nil {
+		opts.TrailKeep = geo.TrailKeep
+	}
 	fs := &fakeStore{drivers: map[string]dispatch.DriverProfile{}, active: map[string]dispatch.Booking{}}
 	w := geo.NewWriter(x, geo.WriterOptions{Interval: time.Millisecond}, reg, log)
-	hub := NewHub(rdb, NewBus(rdb, prefix), dispatch.NewService(fs, x, nil, dispatch.ServiceOptions{}), fs, x, w, opts, reg, log)
+	hub := NewHub(rdb, NewBus(rdb, prefix, geoGrid), dispatch.NewService(fs, x, nil, dispatch.ServiceOptions{}), fs, x, w, opts, reg, log)
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); _ = hub.Run(ctx) }()
