@@ -297,9 +297,11 @@ var fzUsers = []dispatch.Actor{
 func (r *fzRig) frame(a dispatch.Actor, data []byte) (sent [][]byte, handled bool, err error) {
 	ctx := context.Background()
 	c := newConn(nil, 0, 0, func(string) {})
+	work := &backlog{} // a trail point, if any, is appended there; waited for below
+	defer work.wait()
 	var s session
 	if a.Role == "driver" {
-		d := newDriverSession(r.h, a, c)
+		d := newDriverSession(r.h, a, c, work)
 		if b, err := r.store.ActiveBookingOf(ctx, a.ID); err == nil {
 			d.booking, d.bookingStatus = b.ID, b.Status
 		}
@@ -318,7 +320,9 @@ func (r *fzRig) frame(a dispatch.Actor, data []byte) (sent [][]byte, handled boo
 			panic(aerr)
 		}
 		defer slot.release()
-		if !slot.refuse(c, env) {
+		if refusal, _ := slot.refuse(env); refusal != nil {
+			c.send("error", errorFrame(env.Seq, refusal))
+		} else {
 			err = s.handle(ctx, env)
 			handled = true
 		}
@@ -489,7 +493,7 @@ func FuzzLocation(f *testing.F) {
 			p.TS = dt
 		}
 		c := newConn(nil, 0, 0, func(string) {})
-		d := newDriverSession(r.h, dispatch.Actor{ID: "d9", Role: "driver"}, c)
+		d := newDriverSession(r.h, dispatch.Actor{ID: "d9", Role: "driver"}, c, &backlog{})
 		prev := last
 		d.last = &prev
 		err := d.accept(p)

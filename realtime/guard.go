@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/drivers4me/dispatch/dispatch"
-	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -143,28 +142,24 @@ func (s *slot) release() {
 	})
 }
 
-// refuse reports whether a frame must not reach the session, having answered it: a message
-// the actor's role may not send is permission_denied; past the user's budget a message is
-// rate_limited, and a socket that keeps going past its budget is closed with 1008.
+// refuse says why a frame must not reach the session (nil: it may), for the read loop to
+// answer: a message the actor's role may not send is permission_denied; past the user's budget
+// a message is rate_limited, and strikeOut says that the socket keeps going past its budget
+// and is to be closed with 1008 once answered. Called by the socket's read loop only.
 //
 // Location frames have their own budget (Options.Rate, dropped and counted past it: API.md)
 // per socket, and a driver holds one socket (a newer one replaces it), so that budget is the
 // user's too; they do not draw on the shared one, which would let a driver's own positions
 // starve its offer.accept.
-func (s *slot) refuse(c *conn, env Envelope) bool {
+func (s *slot) refuse(env Envelope) (refusal error, strikeOut bool) {
 	if roles, known := messageRoles[env.Type]; known && !slices.Contains(roles, s.actor.Role) {
 		s.g.refused.WithLabelValues("forbidden").Inc()
-		c.send("error", errorFrame(env.Seq, dispatch.Errorf(dispatch.PermissionDenied, "a %s may not send %s", s.actor.Role, env.Type)))
-		return true
+		return dispatch.Errorf(dispatch.PermissionDenied, "a %s may not send %s", s.actor.Role, env.Type), false
 	}
 	now := time.Now()
 	if env.Type == "location" || env.Type == "locations" || s.g.msgs.allow(s.key, now) {
-		return false
+		return nil, false
 	}
 	s.g.refused.WithLabelValues("rate_limited").Inc()
-	c.send("error", errorFrame(env.Seq, dispatch.Errorf(dispatch.RateLimited, "too many messages; slow down")))
-	if !s.strikes.allow(now) {
-		c.close(websocket.ClosePolicyViolation, "rate limit exceeded")
-	}
-	return true
+	return dispatch.Errorf(dispatch.RateLimited, "too many messages; slow down"), !s.strikes.allow(now)
 }

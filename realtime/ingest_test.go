@@ -31,10 +31,24 @@ type fakeStore struct {
 	mu      sync.Mutex
 	drivers map[string]dispatch.DriverProfile
 	active  map[string]dispatch.Booking // driver -> the booking a socket resumes
+	// stall, when set, holds every Driver call until it is closed (or the call's context
+	// ends), each telling stalled first: a MySQL that does not answer.
+	stall, stalled chan struct{}
 }
 
 // Driver: every driver of these tests is registered and verified.
 func (s *fakeStore) Driver(ctx context.Context, id string) (dispatch.DriverProfile, error) {
+	s.mu.Lock()
+	stall, stalled := s.stall, s.stalled
+	s.mu.Unlock()
+	if stall != nil {
+		stalled <- struct{}{}
+		select {
+		case <-stall:
+		case <-ctx.Done():
+			return dispatch.DriverProfile{}, ctx.Err()
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	d, ok := s.drivers[id]
@@ -82,6 +96,12 @@ type gateway struct {
 
 func newGateway(t *testing.T, opts Options) *gateway {
 	t.Helper()
+	return newGatewayOver(t, opts, nil)
+}
+
+// newGatewayOver is newGateway with the index the hub is given wrapped by wrap (nil: as it is).
+func newGatewayOver(t *testing.T, opts Options, wrap func(*geo.Index) Index) *gateway {
+	t.Helper()
 	addr := os.Getenv("DISPATCH_TEST_REDIS_ADDR")
 	if addr == "" {
 		addr = "127.0.0.1:6379"
@@ -110,7 +130,11 @@ func newGateway(t *testing.T, opts Options) *gateway {
 	}
 	fs := &fakeStore{drivers: map[string]dispatch.DriverProfile{}, active: map[string]dispatch.Booking{}}
 	w := geo.NewWriter(x, geo.WriterOptions{Interval: time.Millisecond}, reg, log)
-	hub := NewHub(rdb, NewBus(rdb, prefix, geoGrid), dispatch.NewService(fs, x, nil, dispatch.ServiceOptions{}), fs, x, w, opts, reg, log)
+	var index Index = x
+	if wrap != nil {
+		index = wrap(x)
+	}
+	hub := NewHub(rdb, NewBus(rdb, prefix, geoGrid), dispatch.NewService(fs, x, nil, dispatch.ServiceOptions{}), fs, index, w, opts, reg, log)
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); _ = hub.Run(ctx) }()

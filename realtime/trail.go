@@ -33,9 +33,10 @@ func (d *driverSession) trailPoint(p dispatch.Point) string {
 	return d.booking
 }
 
-// trailWait bounds the wait for Redis in a driver's read loop, and after a failure the session
-// keeps no trail for trailPause: a slow or absent Redis delays a socket's frames by at most
-// trailWait every trailPause (the route of that stretch is lost; the trip is not).
+// trailWait bounds the wait for Redis of a trail point on the socket's backlog, and after a
+// failure the session keeps no trail for trailPause: a slow or absent Redis delays the frames
+// queued behind it by at most trailWait every trailPause (the route of that stretch is lost;
+// the trip is not).
 const (
 	trailWait  = 250 * time.Millisecond
 	trailPause = 5 * time.Second

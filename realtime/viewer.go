@@ -50,7 +50,7 @@ type viewer struct {
 	actor dispatch.Actor
 	c     *conn
 
-	// watchMu orders the changes of the watched area: watch.area (the read loop), the adding of
+	// watchMu orders the changes of the watched area: watch.area (the socket's backlog), the adding of
 	// regions new since (refreshCounted) and stop. Lock order: watchMu, then mu or Hub.mu (never
 	// taken under either).
 	watchMu sync.Mutex
