@@ -50,9 +50,9 @@ type viewer struct {
 	actor dispatch.Actor
 	c     *conn
 
-	// watchMu orders the changes of the watched area: watch.area (the socket's backlog), the adding of
-	// regions new since (refreshCounted) and stop. Lock order: watchMu, then mu or Hub.mu (never
-	// taken under either).
+	// watchMu orders the changes of the watched area: watch.area (the socket's backlog), the
+	// adding of regions new since (refreshCounted) and stop. Lock order: watchMu, then mu or
+	// Hub.mu (never taken under either).
 	watchMu sync.Mutex
 	stopped bool // guarded by watchMu
 
