@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/drivers4me/dispatch/dispatch"
+	"github.com/drivers4me/dispatch/geo"
 	"github.com/drivers4me/dispatch/realtime"
 	"golang.org/x/sync/errgroup"
 )
@@ -22,7 +23,7 @@ func BenchmarkOffers(b *testing.B) {
 	const n = 1000
 	ctx := context.Background()
 	r := newRig(b)
-	bus := realtime.NewBus(r.rdb, r.prefix)
+	bus := realtime.NewBus(r.rdb, r.prefix, realtime.Grid{Region: geo.Region}) // offers only: no map
 	for _, mode := range []string{"batch", "one-by-one"} {
 		b.Run(mode, func(b *testing.B) {
 			for i := 0; i < b.N; i++ {

@@ -79,7 +79,8 @@ func newIndex(t testing.TB) (*geo.Index, *redis.Client, string) {
 	return x, rdb, prefix
 }
 
-// publishWritten does what realtime.Hub.OnWritten does for the region feeds.
+// publishWritten publishes written points on the region feeds, as an index with Feed does itself
+// (for the tests of an index without it).
 func publishWritten(rdb *redis.Client, x *geo.Index) func(ctx context.Context, ws []geo.Written) {
 	return func(ctx context.Context, ws []geo.Written) {
 		byRegion := map[string][]dispatch.DriverView{}

@@ -56,17 +56,17 @@ func TestReplicaFollowsFeed(t *testing.T) {
 
 	// The gateways' writer: its index publishes what it writes on the region feeds.
 	fx := geo.NewIndex(rdb, geo.Options{Prefix: prefix, Feed: true})
-	w := geo.NewWriter(fx, geo.WriterOptions{Interval: time.Millisecond}, testLog(t))
+	w := geo.NewWriter(fx, geo.WriterOptions{Interval: time.Millisecond}, nil, testLog(t))
 	wctx, stopWriter := context.WithCancel(ctx)
 	wdone := make(chan struct{})
 	go func() { _ = w.Run(wctx); close(wdone) }()
 	defer func() { stopWriter(); <-wdone }()
-	w.Submit(geo.Update{DriverID: "after", Point: pt(lat+0.001, lng, now.UnixMilli()), NewState: dispatch.DriverAvailable})
+	w.Submit("after", pt(lat+0.001, lng, now.UnixMilli()), dispatch.DriverAvailable, time.Now())
 	waitFor(t, "the fed point", 5*time.Second, func() bool { return len(near()) == 2 })
 
 	// A far region, through the feed.
 	flat, flng := farRegion(lat, lng)
-	w.Submit(geo.Update{DriverID: "after", Point: pt(flat, flng, now.UnixMilli()+1)})
+	w.Submit("after", pt(flat, flng, now.UnixMilli()+1), "", time.Now())
 	waitFor(t, "the region move", 5*time.Second, func() bool { return len(near()) == 1 })
 	ns, _ := rep.Nearby(ctx, flat, flng, 1000, 10, nil)
 	if got := ids(ns); len(got) != 1 || got[0] != "after" {
@@ -108,7 +108,7 @@ func TestConcurrentUpdatesAndNearby(t *testing.T) {
 	w := geo.NewWriter(x, geo.WriterOptions{Interval: 2 * time.Millisecond, OnWritten: func(ctx context.Context, ws []geo.Written) {
 		written.Add(int64(len(ws)))
 		pub(ctx, ws)
-	}, OnError: func(err error, n int) { t.Errorf("write of %d points failed: %v", n, err) }}, testLog(t))
+	}, OnError: func(err error, n int) { t.Errorf("write of %d points failed: %v", n, err) }}, nil, testLog(t))
 	wctx, stopWriter := context.WithCancel(context.Background())
 	wdone := make(chan struct{})
 	go func() { _ = w.Run(wctx); close(wdone) }()
@@ -126,7 +126,7 @@ func TestConcurrentUpdatesAndNearby(t *testing.T) {
 				for i := s; i < drivers; i += senders {
 					p := pt(six(12.97+(r.Float64()-0.5)*0.3), six(77.59+(r.Float64()-0.5)*0.3), base+int64(round)*10)
 					last[i] = p
-					w.Submit(geo.Update{DriverID: fmt.Sprintf("c%04d", i), Point: p, NewState: dispatch.DriverAvailable})
+					w.Submit(fmt.Sprintf("c%04d", i), p, dispatch.DriverAvailable, time.Now())
 				}
 				time.Sleep(time.Millisecond)
 			}

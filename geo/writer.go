@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/drivers4me/dispatch/dispatch"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 )
 
@@ -40,6 +42,7 @@ type Writer struct {
 	x    *Index
 	opts WriterOptions
 	log  zerolog.Logger
+	m    writerMetrics
 
 	shards [writerShards]writerShard
 	n      atomic.Int64 // points pending over all shards
@@ -65,8 +68,29 @@ func shardOf(id string) int {
 	return int(h % writerShards)
 }
 
-// NewWriter returns a writer into x.
-func NewWriter(x *Index, opts WriterOptions, log zerolog.Logger) *Writer {
+// writerMetrics are what the writer indexed: the gateway's points from socket read to index.
+type writerMetrics struct {
+	indexed prometheus.Counter
+	stale   prometheus.Counter
+	lag     prometheus.Histogram
+}
+
+func newWriterMetrics(reg prometheus.Registerer) writerMetrics {
+	m := writerMetrics{
+		indexed: prometheus.NewCounter(prometheus.CounterOpts{Name: "dispatch_locations_indexed_total", Help: "Location points written to the index."}),
+		stale: prometheus.NewCounter(prometheus.CounterOpts{Name: "dispatch_locations_stale_total",
+			Help: "Location points the index did not apply: it held a newer point of the driver (sent through another socket)."}),
+		lag: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "dispatch_location_index_seconds", Help: "From socket read to indexed.",
+			Buckets: []float64{0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5}}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.indexed, m.stale, m.lag)
+	}
+	return m
+}
+
+// NewWriter returns a writer into x; reg (may be nil) gets its metrics.
+func NewWriter(x *Index, opts WriterOptions, reg prometheus.Registerer, log zerolog.Logger) *Writer {
 	if opts.Interval <= 0 {
 		opts.Interval = 10 * time.Millisecond
 	}
@@ -80,16 +104,19 @@ func NewWriter(x *Index, opts WriterOptions, log zerolog.Logger) *Writer {
 	if opts.Timeout <= 0 {
 		opts.Timeout = 5 * time.Second
 	}
-	w := &Writer{x: x, opts: opts, log: log, kick: make(chan struct{}, opts.Flushers)}
+	w := &Writer{x: x, opts: opts, log: log, m: newWriterMetrics(reg), kick: make(chan struct{}, opts.Flushers)}
 	for i := range w.shards {
 		w.shards[i].pending = map[string]Update{}
 	}
 	return w
 }
 
-// Submit queues a point; a later point of the same driver replaces an unwritten earlier one
-// (out-of-order points are still refused by the index).
-func (w *Writer) Submit(u Update) {
+// Submit queues a driver's point, read from its socket at received; newState is the state
+// recorded if the driver has no record in the point's region yet (Update). A later point of the
+// same driver replaces an unwritten earlier one (out-of-order points are still refused by the
+// index). It never waits on Redis.
+func (w *Writer) Submit(driverID string, p dispatch.Point, newState dispatch.DriverState, received time.Time) {
+	u := Update{DriverID: driverID, Point: p, NewState: newState, Received: received}
 	sh := &w.shards[shardOf(u.DriverID)]
 	sh.mu.Lock()
 	old, had := sh.pending[u.DriverID]
@@ -236,6 +263,16 @@ func (w *Writer) flush(ctx context.Context, f int) {
 		}
 		return
 	}
+	now, stale := time.Now(), 0
+	for i := range ws {
+		if !ws[i].Applied {
+			stale++
+			continue
+		}
+		w.m.lag.Observe(now.Sub(ws[i].Received).Seconds())
+	}
+	w.m.indexed.Add(float64(len(ws) - stale))
+	w.m.stale.Add(float64(stale))
 	if w.opts.OnWritten != nil {
 		w.opts.OnWritten(ctx, ws)
 	}

@@ -576,8 +576,8 @@ func scrapeIngest(url string) (*ingestMetrics, error) {
 			m.cpu = v
 		case name == "process_resident_memory_bytes":
 			m.rss = v
-		case strings.HasPrefix(name, "dispatch_locations_rejected_total{"):
-			m.rejected += v
+		case strings.HasPrefix(name, "dispatch_locations_rejected_total{"), name == "dispatch_locations_stale_total":
+			m.rejected += v // refused by the gateway, or not applied by the index (older than the stored point)
 		case strings.HasPrefix(name, `dispatch_location_index_seconds_bucket{le="`):
 			le := strings.TrimSuffix(strings.TrimPrefix(name, `dispatch_location_index_seconds_bucket{le="`), `"}`)
 			if f, err := strconv.ParseFloat(le, 64); err == nil {

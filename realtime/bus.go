@@ -6,7 +6,6 @@ import (
 	"fmt"
 
 	"github.com/drivers4me/dispatch/dispatch"
-	"github.com/drivers4me/dispatch/geo"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -15,6 +14,7 @@ import (
 type Bus struct {
 	rdb    redis.UniversalClient
 	prefix string
+	grid   Grid
 }
 
 var (
@@ -23,8 +23,10 @@ var (
 )
 
 // NewBus returns a Bus over rdb; every channel name starts with prefix (environments sharing
-// one Redis keep apart).
-func NewBus(rdb redis.UniversalClient, prefix string) *Bus { return &Bus{rdb: rdb, prefix: prefix} }
+// one Redis keep apart), and the channels of regions are grid's.
+func NewBus(rdb redis.UniversalClient, prefix string, grid Grid) *Bus {
+	return &Bus{rdb: rdb, prefix: prefix, grid: grid}
+}
 
 func (b *Bus) ch(name string) string { return b.prefix + name }
 
@@ -48,7 +50,7 @@ func (b *Bus) queueEvent(ctx context.Context, pipe redis.Pipeliner, e dispatch.E
 	}
 	cmds := []*redis.IntCmd{
 		pipe.Publish(ctx, b.ch("ev:bk:"+e.BookingID), p),
-		pipe.Publish(ctx, b.ch("ev:reg:"+geo.Region(e.Booking.Pickup.Lat, e.Booking.Pickup.Lng)), p),
+		pipe.Publish(ctx, b.ch("ev:reg:"+b.grid.Region(e.Booking.Pickup.Lat, e.Booking.Pickup.Lng)), p),
 	}
 	if d := e.Booking.DriverID(); d != "" {
 		cmds = append(cmds, pipe.Publish(ctx, b.ch("ev:drv:"+d), p))

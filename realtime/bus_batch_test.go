@@ -30,7 +30,7 @@ func TestPublishBatchSameChannelsAsPublish(t *testing.T) {
 	}
 	var r [4]byte
 	_, _ = rand.Read(r[:])
-	bus := NewBus(rdb, "test:"+t.Name()+":"+hex.EncodeToString(r[:])+":")
+	bus := NewBus(rdb, "test:"+t.Name()+":"+hex.EncodeToString(r[:])+":", geoGrid)
 	ps := rdb.PSubscribe(ctx, bus.ch("ev:*"))
 	defer ps.Close()
 	if _, err := ps.Receive(ctx); err != nil {

@@ -7,20 +7,29 @@ import (
 	"time"
 
 	"github.com/drivers4me/dispatch/dispatch"
-	"github.com/drivers4me/dispatch/geo"
 )
+
+// PointSink takes the points drivers' sockets accepted, to be indexed in the background
+// (geo.Writer): Submit must not wait on a backend, it runs for every GPS point. newState is the
+// state recorded for a driver the index holds no record of; received is when the point was read.
+// Safe for concurrent use.
+type PointSink interface {
+	Submit(driverID string, p dispatch.Point, newState dispatch.DriverState, received time.Time)
+}
 
 // driverSession is one driver's socket.
 type driverSession struct {
 	h       *Hub
 	actor   dispatch.Actor
 	c       *conn
-	session string // this socket's mark in the index (Index.Attach)
+	work    *backlog // the socket's work waiting on the backends (Hub.readLoop)
+	session string   // this socket's mark in the index (Presence.Attach)
 	// frames is the socket's budget of location frames by the server's clock, with a burst of
 	// five seconds' worth (a flood guard); points is the same rate by the points' own ts, with a
 	// burst of two seconds' worth. A phone sending at its pace is never refused because the
 	// gateway read its frames late, after a pause, yet a socket cannot send faster for long.
-	// Both are used by the socket's reader goroutine only.
+	// Both are used by whoever handles the socket's frames, one at a time: its read loop, or
+	// its backlog while work is pending there.
 	frames, points bucket
 
 	mu      sync.Mutex // guards the fields below
@@ -34,8 +43,8 @@ type driverSession struct {
 	trailPause    time.Time // no trail until then: Redis failed
 }
 
-func newDriverSession(h *Hub, a dispatch.Actor, c *conn) *driverSession {
-	return &driverSession{h: h, actor: a, c: c, session: dispatch.NewID("ses"), frames: newBucket(h.opts.Rate, h.opts.Rate*5),
+func newDriverSession(h *Hub, a dispatch.Actor, c *conn, work *backlog) *driverSession {
+	return &driverSession{h: h, actor: a, c: c, work: work, session: dispatch.NewID("ses"), frames: newBucket(h.opts.Rate, h.opts.Rate*5),
 		points: newBucket(h.opts.Rate, float64(int(h.opts.Rate)*2))}
 }
 
@@ -51,7 +60,7 @@ func (d *driverSession) start(ctx context.Context) {
 		h.subscribe(ctx, "to:drv:"+d.actor.ID, "ev:drv:"+d.actor.ID)
 	}
 	h.cancelGone(d.actor.ID)
-	if err := h.loc.Attach(ctx, d.actor.ID, d.session); err != nil {
+	if err := h.index.Attach(ctx, d.actor.ID, d.session); err != nil {
 		h.log.Warn().Err(err).Str("driver", d.actor.ID).Msg("mark driver's socket")
 	}
 	// What the socket is told as it opens is the domain's: the driver's state and what it resumes.
@@ -60,11 +69,13 @@ func (d *driverSession) start(ctx context.Context) {
 		h.log.Warn().Err(err).Str("driver", d.actor.ID).Msg("driver's hello: what could not be read is left out")
 	}
 	frame := map[string]any{"driver_id": d.actor.ID, "state": hello.State, "server_time": h.opts.Now().UTC()}
+	d.mu.Lock()
 	if hello.Active != nil {
 		frame["booking"] = *hello.Active
 		d.booking, d.bookingStatus = hello.Active.ID, hello.Active.Status
 	}
 	d.state = hello.State
+	d.mu.Unlock()
 	d.c.send("hello", frame)
 	for _, o := range hello.Offers {
 		d.c.send("offer", dispatch.OfferMessage(o.Offer, o.Booking))
@@ -82,15 +93,9 @@ func (d *driverSession) stop(ctx context.Context) {
 	if mine {
 		h.unsubscribe(ctx, "to:drv:"+d.actor.ID, "ev:drv:"+d.actor.ID)
 		// It may reconnect to another gateway, which may move it to another region.
-		h.loc.Forget(d.actor.ID)
+		h.index.Forget(d.actor.ID)
 		h.watchGone(d.actor.ID, d.session)
 	}
-}
-
-func (d *driverSession) trackedBooking() string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.booking
 }
 
 func (d *driverSession) onBooking(b dispatch.Booking) {
@@ -232,8 +237,10 @@ func (d *driverSession) allowPoint(p dispatch.Point) bool {
 	return d.points.allow(at) && d.frames.allow(now)
 }
 
-// accept validates one point against the last accepted one and queues it for the index.
-// A refused point is counted by reason and answered with an error frame; the socket stays open.
+// accept validates one point against the last accepted one and queues it for the index, for
+// its booking's customers (tracks) and, sampled, for its trip's trail (on the socket's
+// backlog); it waits on no backend. A refused point is counted by reason and answered with an
+// error frame; the socket stays open.
 func (d *driverSession) accept(p dispatch.Point) error {
 	h := d.h
 	h.m.received.Inc()
@@ -272,15 +279,19 @@ func (d *driverSession) accept(p dispatch.Point) error {
 	}
 	pp := p
 	d.last = &pp
+	tracked := d.booking
 	trailOf := d.trailPoint(p)
 	d.mu.Unlock()
 	newState := state
 	if newState == "" || newState == dispatch.DriverOffline {
 		newState = dispatch.DriverOffline
 	}
-	h.writer.Submit(geo.Update{DriverID: d.actor.ID, Point: p, NewState: newState, Received: now})
-	if trailOf != "" {
-		d.appendTrail(trailOf, p)
+	h.points.Submit(d.actor.ID, p, newState, now)
+	if tracked != "" {
+		h.tracks.put(driverLocation{BookingID: tracked, Lat: p.Lat, Lng: p.Lng, Heading: p.Heading, TS: p.TS})
+	}
+	if trailOf != "" && !d.work.push(func() { d.appendTrail(trailOf, p) }) {
+		d.h.log.Warn().Str("booking", trailOf).Msg("trail point lost: the socket's backlog is full")
 	}
 	return nil
 }

@@ -6,8 +6,6 @@ import (
 	"time"
 
 	"github.com/drivers4me/dispatch/dispatch"
-	"github.com/drivers4me/dispatch/geo"
-	"github.com/uber/h3-go/v4"
 )
 
 // fleet holds the drivers of the regions that zoomed-out dispatchers count: one copy per gateway,
@@ -35,7 +33,7 @@ type fleetDriver struct {
 	lng    float64
 	state  dispatch.DriverState
 	at     time.Time
-	cell   uint64 // the index cell (geo.CellRes); a coarser cell is its parent
+	cell   uint64 // the index cell (Grid.Cell); a coarser cell is its parent
 }
 
 func newFleet(h *Hub) *fleet {
@@ -49,7 +47,7 @@ func (f *fleet) activeRegions(ctx context.Context) ([]string, error) {
 	if f.active != nil && time.Since(f.activeAt) < 5*time.Second {
 		return f.active, nil
 	}
-	rs, err := f.h.loc.Regions(ctx)
+	rs, err := f.h.index.Regions(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -81,7 +79,7 @@ func (f *fleet) acquire(ctx context.Context, regions []string) error {
 	// the newer of the two wins.
 	f.h.subscribe(ctx, chans...)
 	for _, r := range fresh {
-		ps, err := f.h.loc.RegionPositions(ctx, r)
+		ps, err := f.h.index.RegionPositions(ctx, r)
 		if err != nil {
 			return err
 		}
@@ -144,7 +142,7 @@ func (f *fleet) putLocked(region string, v dispatch.DriverView) {
 	}
 	d := fleetDriver{region: region, lat: v.Lat, lng: v.Lng, state: v.State, at: v.UpdatedAt, cell: old.cell}
 	if !had || old.lat != v.Lat || old.lng != v.Lng {
-		d.cell = uint64(geo.Cell(v.Lat, v.Lng))
+		d.cell = uint64(f.h.grid.Cell(v.Lat, v.Lng))
 	}
 	f.drivers[v.ID] = d
 	f.byRegion[region][v.ID] = struct{}{}
@@ -170,22 +168,4 @@ func parentCell(c uint64, res int) uint64 {
 	}
 	c = c&^(uint64(0xF)<<52) | uint64(res)<<52
 	return c | (uint64(1)<<(uint(15-res)*3) - 1)
-}
-
-// cellOf is the cell at res holding a point: the ancestor of its index cell, so that counts
-// at every resolution add up the way the index groups drivers.
-func cellOf(lat, lng float64, res int) uint64 {
-	return parentCell(uint64(geo.Cell(lat, lng)), res)
-}
-
-// regionNear reports whether a region (an H3 cell at geo.RegionRes) may hold points of a: its
-// centre lies in a widened by two region edges.
-func regionNear(region string, a area) bool {
-	c := h3.Cell(h3.IndexFromString(region))
-	if !c.IsValid() {
-		return false
-	}
-	ll := c.LatLng()
-	pad := 2 * h3.HexagonEdgeLengthAvgM(geo.RegionRes) / 111000
-	return ll.Lat >= a.minLat-pad && ll.Lat <= a.maxLat+pad && ll.Lng >= a.minLng-pad && ll.Lng <= a.maxLng+pad
 }

@@ -273,15 +273,15 @@ func newFzRig(tb testing.TB) *fzRig {
 		}
 		rdb.Close()
 	})
-	x := geo.NewIndex(rdb, geo.Options{Prefix: prefix})
+	x := geo.NewIndex(rdb, geo.Options{Prefix: prefix, Feed: true}) // as cmd/dispatchd's
 	st := &fzStore{}
 	st.reset()
 	now := func() time.Time { return fzNow }
-	svc := dispatch.NewService(st, x, NewBus(rdb, prefix), dispatch.ServiceOptions{Now: now})
+	svc := dispatch.NewService(st, x, NewBus(rdb, prefix, geoGrid), dispatch.ServiceOptions{Now: now})
 	// Budgets out of the way: the guards' refusals are tested end to end; here every frame
 	// that may be handled is.
-	h := NewHub(rdb, NewBus(rdb, prefix), svc, st, x, Options{Rate: 1e9, UserRate: 1e9, Now: now}, nil, zerolog.Nop())
-	h.SetWriter(geo.NewWriter(x, geo.WriterOptions{}, zerolog.Nop())) // not run: points stay pending
+	w := geo.NewWriter(x, geo.WriterOptions{}, nil, zerolog.Nop()) // not run: points stay pending
+	h := NewHub(rdb, NewBus(rdb, prefix, geoGrid), svc, st, x, w, Options{Rate: 1e9, UserRate: 1e9, Now: now, TrailKeep: geo.TrailKeep}, nil, zerolog.Nop())
 	return &fzRig{h: h, store: st}
 }
 
@@ -297,9 +297,11 @@ var fzUsers = []dispatch.Actor{
 func (r *fzRig) frame(a dispatch.Actor, data []byte) (sent [][]byte, handled bool, err error) {
 	ctx := context.Background()
 	c := newConn(nil, 0, 0, func(string) {})
+	work := &backlog{} // a trail point, if any, is appended there; waited for below
+	defer work.wait()
 	var s session
 	if a.Role == "driver" {
-		d := newDriverSession(r.h, a, c)
+		d := newDriverSession(r.h, a, c, work)
 		if b, err := r.store.ActiveBookingOf(ctx, a.ID); err == nil {
 			d.booking, d.bookingStatus = b.ID, b.Status
 		}
@@ -318,7 +320,9 @@ func (r *fzRig) frame(a dispatch.Actor, data []byte) (sent [][]byte, handled boo
 			panic(aerr)
 		}
 		defer slot.release()
-		if !slot.refuse(c, env) {
+		if refusal, _ := slot.refuse(env); refusal != nil {
+			c.send("error", errorFrame(env.Seq, refusal))
+		} else {
 			err = s.handle(ctx, env)
 			handled = true
 		}
@@ -489,7 +493,7 @@ func FuzzLocation(f *testing.F) {
 			p.TS = dt
 		}
 		c := newConn(nil, 0, 0, func(string) {})
-		d := newDriverSession(r.h, dispatch.Actor{ID: "d9", Role: "driver"}, c)
+		d := newDriverSession(r.h, dispatch.Actor{ID: "d9", Role: "driver"}, c, &backlog{})
 		prev := last
 		d.last = &prev
 		err := d.accept(p)

@@ -16,7 +16,10 @@ type ackFrame struct {
 	Ref int64 `json:"ref"`
 }
 
-// session is what each role does with the frames its socket reads.
+// session is what each role does with the frames its socket reads. start and handle may wait
+// on the backends: the read loop runs them on the socket's backlog (but handle for positions
+// while nothing is pending there, which waits on none), one at a time, in the order of the
+// frames; stop runs once the read loop has ended and the backlog is done.
 type session interface {
 	start(ctx context.Context)
 	handle(ctx context.Context, env Envelope) error
@@ -49,10 +52,11 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		tick, gap = h.opts.ViewTick, h.opts.ViewFlush
 	}
 	c := newConn(ws, tick, gap, func(kind string) { h.m.dropped.WithLabelValues(kind).Inc() })
+	work := &backlog{}
 	var s session
 	switch actor.Role {
 	case "driver":
-		s = newDriverSession(h, actor, c)
+		s = newDriverSession(h, actor, c, work)
 	default:
 		s = newViewer(h, actor, c)
 	}
@@ -75,17 +79,35 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	go func() {
 		defer h.wg.Done()
 		defer slot.release()
-		h.readLoop(actor, exp, c, s, slot)
+		h.readLoop(actor, exp, c, s, slot, work)
 	}()
 }
 
-func (h *Hub) readLoop(actor dispatch.Actor, exp time.Time, c *conn, s session, slot *slot) {
+// readLoop reads the socket's frames and hands them to its session. It never waits on a
+// backend: what may (s.start, s.handle) runs on work, in the order of the frames, and the
+// answers the loop gives itself (refusals, frames it cannot read, positions handled here) wait
+// behind what is pending there. Only positions are handled here, when nothing is pending: they
+// are the frames sent several times a second, and handling one waits on nothing (the index's
+// writer and the trail are fed in the background).
+func (h *Hub) readLoop(actor dispatch.Actor, exp time.Time, c *conn, s session, slot *slot, work *backlog) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	expiry := time.AfterFunc(time.Until(exp), func() { c.close(websocket.ClosePolicyViolation, "token expired") })
+	// inOrder runs fn once the work pending on the backends is done (at once when none is).
+	inOrder := func(fn func()) {
+		if work.idle() {
+			fn()
+		} else if !work.push(fn) {
+			h.m.dropped.WithLabelValues("backlog").Inc()
+			c.close(websocket.CloseTryAgainLater, "overloaded")
+		}
+	}
 	defer func() {
 		c.readerDone()
 		expiry.Stop()
+		// The frames read are still handled, in order, then the session stops; reading has
+		// ended, so this holds up nothing but the socket's own end.
+		work.wait()
 		s.stop(context.Background())
 		c.close(websocket.CloseNormalClosure, "")
 		<-c.done
@@ -97,7 +119,7 @@ func (h *Hub) readLoop(actor dispatch.Actor, exp time.Time, c *conn, s session, 
 	c.ws.SetReadLimit(readLimit)
 	_ = c.ws.SetReadDeadline(time.Now().Add(peerSilence))
 	c.ws.SetPongHandler(func(string) error { return c.ws.SetReadDeadline(time.Now().Add(peerSilence)) })
-	s.start(ctx)
+	work.push(func() { s.start(ctx) })
 	extended := time.Now()
 	var buf []byte // reused frame to frame: nothing read from a frame keeps pointing into it
 	for {
@@ -116,32 +138,51 @@ func (h *Hub) readLoop(actor dispatch.Actor, exp time.Time, c *conn, s session, 
 			extended = now
 		}
 		if typ != websocket.TextMessage {
-			c.send("error", errorFrame(nil, dispatch.Errorf(dispatch.InvalidArgument, "frames are JSON text")))
+			inOrder(func() {
+				c.send("error", errorFrame(nil, dispatch.Errorf(dispatch.InvalidArgument, "frames are JSON text")))
+			})
 			continue
 		}
 		env, fast := fastLocation(data)
 		if !fast {
-			if env, err = decodeEnvelope(data); err != nil {
-				c.send("error", errorFrame(nil, err))
+			var derr error
+			if env, derr = decodeEnvelope(data); derr != nil {
+				inOrder(func() { c.send("error", errorFrame(nil, derr)) })
 				continue
 			}
 		}
-		if slot.refuse(c, env) {
+		if refusal, strikeOut := slot.refuse(env); refusal != nil {
+			inOrder(func() {
+				c.send("error", errorFrame(env.Seq, refusal))
+				if strikeOut {
+					c.close(websocket.ClosePolicyViolation, "rate limit exceeded")
+				}
+			})
 			continue
 		}
-		err = s.handle(ctx, env)
 		if env.Type == "location" || env.Type == "locations" {
-			if err != nil {
-				c.send("error", errorFrame(env.Seq, err))
+			if work.idle() {
+				answer(c, env, s.handle(ctx, env))
+			} else if !work.push(func() { answer(c, env, s.handle(ctx, env)) }) {
+				h.m.rejected.WithLabelValues("backlog").Inc() // a stale position: dropped, as a slow writer's
 			}
 			continue
 		}
-		switch {
-		case err != nil:
-			c.send("error", errorFrame(env.Seq, err))
-		case env.Seq != nil:
-			c.send("ack", ackFrame{Ref: *env.Seq})
+		if !work.push(func() { answer(c, env, s.handle(ctx, env)) }) {
+			h.m.dropped.WithLabelValues("backlog").Inc()
+			c.close(websocket.CloseTryAgainLater, "overloaded")
 		}
+	}
+}
+
+// answer replies to a frame its session handled: its error, else an ack when it carries seq
+// (positions are not acknowledged: API.md).
+func answer(c *conn, env Envelope, err error) {
+	switch {
+	case err != nil:
+		c.send("error", errorFrame(env.Seq, err))
+	case env.Seq != nil && env.Type != "location" && env.Type != "locations":
+		c.send("ack", ackFrame{Ref: *env.Seq})
 	}
 }
 

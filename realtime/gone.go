@@ -10,6 +10,17 @@ import (
 // The timers are the hub's: Shutdown stops them (a draining gateway's drivers reconnect
 // elsewhere, and the sessions they open there replace the marks).
 
+// Presence marks which socket is a driver's latest, wherever it is (geo.Index): a socket
+// marks itself as it opens (Attach) and, once its grace is over, asks whether the mark is
+// still its own (Detach: false when a newer socket of the driver came up, here or on another
+// gateway). Forget tells the index a driver's socket closed: it may reconnect to another
+// gateway. Safe for concurrent use.
+type Presence interface {
+	Attach(ctx context.Context, driverID, session string) error
+	Detach(ctx context.Context, driverID, session string) (bool, error)
+	Forget(driverID string)
+}
+
 // watchGone starts the grace of a driver whose socket closed.
 func (h *Hub) watchGone(driverID, session string) {
 	h.mu.Lock()
@@ -45,7 +56,7 @@ func (h *Hub) driverGone(driverID, session string) {
 	defer h.wg.Done()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	gone, err := h.loc.Detach(ctx, driverID, session)
+	gone, err := h.index.Detach(ctx, driverID, session)
 	if err != nil {
 		h.log.Warn().Err(err).Str("driver", driverID).Msg("driver gone: read the socket mark")
 		return

@@ -5,12 +5,10 @@ import (
 	"math"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/drivers4me/dispatch/dispatch"
-	"github.com/drivers4me/dispatch/dispatch/ratelimit"
-	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/time/rate"
 )
 
 // messageRoles says which roles may send each client message (API.md "WebSocket"). A known
@@ -80,7 +78,7 @@ func decodeEnvelope(data []byte) (Envelope, error) {
 //
 // Lock order: guards.mu is a leaf; it is never held while taking another lock.
 type guards struct {
-	msgs       *ratelimit.Keyed // a user's client messages but positions, across its sockets
+	msgs       *budgets // a user's client messages but positions, across its sockets
 	perSecond  float64
 	maxSockets int
 	refused    *prometheus.CounterVec
@@ -91,7 +89,7 @@ type guards struct {
 
 func newGuards(opts Options, reg prometheus.Registerer) *guards {
 	g := &guards{perSecond: opts.UserRate, maxSockets: opts.MaxSocketsPerUser, sockets: map[string]int{},
-		msgs: ratelimit.New(opts.UserRate, int(2*opts.UserRate), 0),
+		msgs: newBudgets(opts.UserRate, float64(int(2*opts.UserRate))),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dispatch_socket_refusals_total",
 			Help: "Socket upgrades and client messages refused by the gateway's guards, by reason."}, []string{"reason"})}
 	if reg != nil {
@@ -107,15 +105,16 @@ type slot struct {
 	key     string
 	counted bool
 	// strikes are the refusals a socket may earn before it is closed with 1008: a client that
-	// keeps sending past its budget is not served error frames for ever.
-	strikes *rate.Limiter
+	// keeps sending past its budget is not served error frames for ever. Used by the socket's
+	// read loop only.
+	strikes bucket
 	once    sync.Once
 }
 
 // admit reserves a socket for the actor, or refuses with errTooManySockets. A driver's new
 // socket replaces its old one (driverSession.start), so drivers are not counted.
 func (g *guards) admit(a dispatch.Actor) (*slot, error) {
-	s := &slot{g: g, actor: a, key: a.String(), strikes: rate.NewLimiter(rate.Limit(g.perSecond), int(2*g.perSecond)+1)}
+	s := &slot{g: g, actor: a, key: a.String(), strikes: newBucket(g.perSecond, float64(int(2*g.perSecond)+1))}
 	if a.Role == "driver" {
 		return s, nil
 	}
@@ -143,27 +142,24 @@ func (s *slot) release() {
 	})
 }
 
-// refuse reports whether a frame must not reach the session, having answered it: a message
-// the actor's role may not send is permission_denied; past the user's budget a message is
-// rate_limited, and a socket that keeps going past its budget is closed with 1008.
+// refuse says why a frame must not reach the session (nil: it may), for the read loop to
+// answer: a message the actor's role may not send is permission_denied; past the user's budget
+// a message is rate_limited, and strikeOut says that the socket keeps going past its budget
+// and is to be closed with 1008 once answered. Called by the socket's read loop only.
 //
 // Location frames have their own budget (Options.Rate, dropped and counted past it: API.md)
 // per socket, and a driver holds one socket (a newer one replaces it), so that budget is the
 // user's too; they do not draw on the shared one, which would let a driver's own positions
 // starve its offer.accept.
-func (s *slot) refuse(c *conn, env Envelope) bool {
+func (s *slot) refuse(env Envelope) (refusal error, strikeOut bool) {
 	if roles, known := messageRoles[env.Type]; known && !slices.Contains(roles, s.actor.Role) {
 		s.g.refused.WithLabelValues("forbidden").Inc()
-		c.send("error", errorFrame(env.Seq, dispatch.Errorf(dispatch.PermissionDenied, "a %s may not send %s", s.actor.Role, env.Type)))
-		return true
+		return dispatch.Errorf(dispatch.PermissionDenied, "a %s may not send %s", s.actor.Role, env.Type), false
 	}
-	if env.Type == "location" || env.Type == "locations" || s.g.msgs.Allow(s.key) {
-		return false
+	now := time.Now()
+	if env.Type == "location" || env.Type == "locations" || s.g.msgs.allow(s.key, now) {
+		return nil, false
 	}
 	s.g.refused.WithLabelValues("rate_limited").Inc()
-	c.send("error", errorFrame(env.Seq, dispatch.Errorf(dispatch.RateLimited, "too many messages; slow down")))
-	if !s.strikes.Allow() {
-		c.close(websocket.ClosePolicyViolation, "rate limit exceeded")
-	}
-	return true
+	return dispatch.Errorf(dispatch.RateLimited, "too many messages; slow down"), !s.strikes.allow(now)
 }

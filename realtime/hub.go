@@ -7,10 +7,14 @@
 //	ev:reg:<region>     booking events for dispatchers whose area covers the pickup's region
 //	ev:drv:<driver>     booking events for the booking's driver, subscribed by its gateway
 //	to:drv:<driver>     messages for one driver (offers, revocations), subscribed by its gateway
-//	trk:<booking>       the assigned driver's positions, subscribed by gateways with its customer
-//	loc:<region>        batches of driver positions in a region, subscribed for dispatchers' areas
+//	trk:<booking>       the assigned driver's positions, published by its gateway (tracks),
+//	                    subscribed by gateways with its customer
+//	loc:<region>        batches of driver positions in a region, published by the location index
+//	                    as it writes them, subscribed for dispatchers' areas
 //
-// realtime must not change bookings itself: every action goes through dispatch.Service.
+// realtime must not change bookings itself: every action goes through dispatch.Service. It
+// imports no other adapter: what it needs of the location index it declares (Index, PointSink,
+// Grid) and cmd/dispatchd gives geo's.
 package realtime
 
 import (
@@ -23,7 +27,6 @@ import (
 	"time"
 
 	"github.com/drivers4me/dispatch/dispatch"
-	"github.com/drivers4me/dispatch/geo"
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -62,6 +65,17 @@ type Options struct {
 	// Surges, when set, gives the surge of the markets of the map's cells (H3 at the cells'
 	// resolution; cells with none left out): the live map colours them.
 	Surges func(ctx context.Context, cells []string) (map[string]float64, error)
+	// TrailKeep says whether p follows last (nil: none yet) in the trail of a trip in progress
+	// (geo.TrailKeep); nil keeps no trail.
+	TrailKeep func(last *dispatch.Point, p dispatch.Point) bool
+}
+
+// Index is what a gateway needs of the location index (geo.Index); each part is declared
+// beside its user: Presence (gone.go), Positions (viewer.go), Trails (trail.go).
+type Index interface {
+	Presence
+	Positions
+	Trails
 }
 
 // Hub serves /v1/ws. Run owns the pub/sub goroutine; Shutdown closes every socket with 1001
@@ -73,8 +87,9 @@ type Hub struct {
 	rdb    redis.UniversalClient
 	svc    *dispatch.Service
 	store  dispatch.BookingStore
-	loc    *geo.Index
-	writer *geo.Writer
+	index  Index // the location index
+	points PointSink
+	tracks *tracks
 	opts   Options
 	log    zerolog.Logger
 	m      metrics
@@ -97,8 +112,9 @@ type Hub struct {
 	fleet      *fleet                 // drivers of the regions counted for zoomed-out maps
 }
 
-// NewHub returns a hub. writer must be the geo.Writer whose OnWritten calls Hub.OnWritten.
-func NewHub(rdb redis.UniversalClient, bus *Bus, svc *dispatch.Service, store dispatch.BookingStore, loc *geo.Index, opts Options, reg prometheus.Registerer, log zerolog.Logger) *Hub {
+// NewHub returns a hub over the location index whose drivers' points go to points (the
+// location writer, whose Run the caller owns). Its channels and maps follow bus's Grid.
+func NewHub(rdb redis.UniversalClient, bus *Bus, svc *dispatch.Service, store dispatch.BookingStore, index Index, points PointSink, opts Options, reg prometheus.Registerer, log zerolog.Logger) *Hub {
 	if opts.MaxAccuracyM <= 0 {
 		opts.MaxAccuracyM = 100
 	}
@@ -129,10 +145,11 @@ func NewHub(rdb redis.UniversalClient, bus *Bus, svc *dispatch.Service, store di
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	h := &Hub{gone: map[string]*time.Timer{}, Bus: bus, rdb: rdb, svc: svc, store: store, loc: loc, opts: opts, log: log, m: newMetrics(reg),
+	h := &Hub{gone: map[string]*time.Timer{}, Bus: bus, rdb: rdb, svc: svc, store: store, index: index, points: points, opts: opts, log: log, m: newMetrics(reg),
 		subs: map[string]int{}, drivers: map[string]*driverSession{}, watchers: map[string]map[*viewer]bool{},
 		dispatch: map[*viewer]bool{}, all: map[*conn]bool{}, seenEvents: newDedupe(4096), versions: newLastVersions(65536), guards: newGuards(opts, reg)}
 	h.fleet = newFleet(h)
+	h.tracks = newTracks(bus, log)
 	h.up = websocket.Upgrader{
 		ReadBufferSize:  1024,
 		WriteBufferSize: 1024,
@@ -142,9 +159,6 @@ func NewHub(rdb redis.UniversalClient, bus *Bus, svc *dispatch.Service, store di
 	}
 	return h
 }
-
-// SetWriter attaches the location writer (it is built with the hub's OnWritten callback).
-func (h *Hub) SetWriter(w *geo.Writer) { h.writer = w }
 
 func (h *Hub) checkOrigin(r *http.Request) bool {
 	origin := r.Header.Get("Origin")
@@ -164,8 +178,16 @@ func (h *Hub) checkOrigin(r *http.Request) bool {
 	return strings.EqualFold(host, r.Host)
 }
 
-// Run subscribes to the booking events and routes pub/sub messages until ctx is done.
+// Run subscribes to the booking events and routes pub/sub messages until ctx is done, and
+// publishes the positions of drivers on a booking (tracks) meanwhile.
 func (h *Hub) Run(ctx context.Context) error {
+	tctx, stopTracks := context.WithCancel(ctx)
+	tracking := make(chan struct{})
+	go func() {
+		defer close(tracking)
+		h.tracks.run(tctx)
+	}()
+	defer func() { stopTracks(); <-tracking }()
 	h.mu.Lock()
 	h.ps = h.rdb.Subscribe(ctx)
 	ps := h.ps
@@ -318,69 +340,6 @@ func (h *Hub) onBooking(kind, key string, b dispatch.Booking) {
 			v.booking(b)
 		} else {
 			v.bookingUpdate(b)
-		}
-	}
-}
-
-// OnWritten publishes indexed positions: per region for dispatchers' maps, and per booking for
-// the customers of drivers on a booking. It is the geo.Writer's callback.
-func (h *Hub) OnWritten(ctx context.Context, ws []geo.Written) {
-	var byRegion map[string][]dispatch.DriverView
-	if !h.loc.Feeds() { // else the index published them as it wrote them
-		byRegion = map[string][]dispatch.DriverView{}
-	}
-	var pipe redis.Pipeliner
-	n := 0
-	now := time.Now()
-	// One look at the sessions for the whole batch: h.mu is wanted by every socket's start and stop.
-	sessions := make([]*driverSession, len(ws))
-	h.mu.Lock()
-	for i := range ws {
-		if ws[i].Applied {
-			sessions[i] = h.drivers[ws[i].DriverID]
-		}
-	}
-	h.mu.Unlock()
-	outOfOrder, indexed := 0, 0
-	for i, w := range ws {
-		if !w.Applied {
-			outOfOrder++
-			continue
-		}
-		indexed++
-		h.m.indexLag.Observe(now.Sub(w.Received).Seconds())
-		if byRegion != nil {
-			byRegion[w.Region] = append(byRegion[w.Region], dispatch.DriverView{ID: w.DriverID, Lat: w.Point.Lat,
-				Lng: w.Point.Lng, Heading: w.Point.Heading, State: w.State, UpdatedAt: time.UnixMilli(w.Point.TS).UTC()})
-		}
-		d := sessions[i]
-		if d == nil {
-			continue
-		}
-		if bid := d.trackedBooking(); bid != "" {
-			b, _ := json.Marshal(driverLocation{BookingID: bid, Lat: w.Point.Lat, Lng: w.Point.Lng, Heading: w.Point.Heading, TS: w.Point.TS})
-			if pipe == nil {
-				pipe = h.rdb.Pipeline()
-			}
-			pipe.Publish(ctx, h.ch("trk:"+bid), b)
-			n++
-		}
-	}
-	h.m.indexed.Add(float64(indexed))
-	if outOfOrder > 0 {
-		h.m.rejected.WithLabelValues("out_of_order").Add(float64(outOfOrder))
-	}
-	for region, views := range byRegion {
-		b := appendViews(make([]byte, 0, 128*len(views)), views)
-		if pipe == nil {
-			pipe = h.rdb.Pipeline()
-		}
-		pipe.Publish(ctx, h.ch("loc:"+region), b)
-		n++
-	}
-	if n > 0 {
-		if _, err := pipe.Exec(ctx); err != nil {
-			h.log.Warn().Err(err).Msg("publish positions")
 		}
 	}
 }

@@ -30,10 +30,25 @@ type fakeStore struct {
 	dispatch.BookingStore
 	mu      sync.Mutex
 	drivers map[string]dispatch.DriverProfile
+	active  map[string]dispatch.Booking // driver -> the booking a socket resumes
+	// stall, when set, holds every Driver call until it is closed (or the call's context
+	// ends), each telling stalled first: a MySQL that does not answer.
+	stall, stalled chan struct{}
 }
 
 // Driver: every driver of these tests is registered and verified.
 func (s *fakeStore) Driver(ctx context.Context, id string) (dispatch.DriverProfile, error) {
+	s.mu.Lock()
+	stall, stalled := s.stall, s.stalled
+	s.mu.Unlock()
+	if stall != nil {
+		stalled <- struct{}{}
+		select {
+		case <-stall:
+		case <-ctx.Done():
+			return dispatch.DriverProfile{}, ctx.Err()
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	d, ok := s.drivers[id]
@@ -60,19 +75,32 @@ func (s *fakeStore) OpenOffers(ctx context.Context, id string) ([]dispatch.Offer
 }
 
 func (s *fakeStore) Resume(ctx context.Context, id string) (dispatch.Resume, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if b, ok := s.active[id]; ok {
+		return dispatch.Resume{Active: &b}, nil
+	}
 	return dispatch.Resume{}, nil
 }
 
 // gateway is a hub on a test server, writing into the test Redis under a key prefix of its own.
 type gateway struct {
-	hub *Hub
-	x   *geo.Index
-	rdb *redis.Client
-	url string
-	reg *prometheus.Registry
+	hub    *Hub
+	x      *geo.Index
+	rdb    *redis.Client
+	store  *fakeStore
+	url    string
+	reg    *prometheus.Registry
+	prefix string
 }
 
 func newGateway(t *testing.T, opts Options) *gateway {
+	t.Helper()
+	return newGatewayOver(t, opts, nil)
+}
+
+// newGatewayOver is newGateway with the index the hub is given wrapped by wrap (nil: as it is).
+func newGatewayOver(t *testing.T, opts Options, wrap func(*geo.Index) Index) *gateway {
 	t.Helper()
 	addr := os.Getenv("DISPATCH_TEST_REDIS_ADDR")
 	if addr == "" {
@@ -87,7 +115,7 @@ func newGateway(t *testing.T, opts Options) *gateway {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	prefix := "test:" + t.Name() + ":" + hex.EncodeToString(b[:]) + ":"
-	x := geo.NewIndex(rdb, geo.Options{Prefix: prefix})
+	x := geo.NewIndex(rdb, geo.Options{Prefix: prefix, Feed: true}) // as cmd/dispatchd's
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
 	reg := prometheus.NewRegistry()
 	opts.Auth = func(r *http.Request) (dispatch.Actor, time.Time, error) {
@@ -97,10 +125,16 @@ func newGateway(t *testing.T, opts Options) *gateway {
 		}
 		return dispatch.Actor{ID: id, Role: "driver"}, time.Now().Add(time.Hour), nil
 	}
-	fs := &fakeStore{drivers: map[string]dispatch.DriverProfile{}}
-	hub := NewHub(rdb, NewBus(rdb, prefix), dispatch.NewService(fs, x, nil, dispatch.ServiceOptions{}), fs, x, opts, reg, log)
-	w := geo.NewWriter(x, geo.WriterOptions{Interval: time.Millisecond, OnWritten: hub.OnWritten}, log)
-	hub.SetWriter(w)
+	if opts.TrailKeep == nil {
+		opts.TrailKeep = geo.TrailKeep
+	}
+	fs := &fakeStore{drivers: map[string]dispatch.DriverProfile{}, active: map[string]dispatch.Booking{}}
+	w := geo.NewWriter(x, geo.WriterOptions{Interval: time.Millisecond}, reg, log)
+	var index Index = x
+	if wrap != nil {
+		index = wrap(x)
+	}
+	hub := NewHub(rdb, NewBus(rdb, prefix, geoGrid), dispatch.NewService(fs, x, nil, dispatch.ServiceOptions{}), fs, index, w, opts, reg, log)
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); _ = hub.Run(ctx) }()
@@ -128,7 +162,7 @@ func newGateway(t *testing.T, opts Options) *gateway {
 		}
 		rdb.Close()
 	})
-	return &gateway{hub: hub, x: x, rdb: rdb, url: "ws" + strings.TrimPrefix(srv.URL, "http") + "/v1/ws", reg: reg}
+	return &gateway{hub: hub, x: x, rdb: rdb, store: fs, url: "ws" + strings.TrimPrefix(srv.URL, "http") + "/v1/ws", reg: reg, prefix: prefix}
 }
 
 type client struct {
@@ -404,4 +438,41 @@ func TestLocationRateLimit(t *testing.T) {
 		t.Fatalf("got %+v, want no answer", frames)
 	}
 	g.waitPosition(t, "r1", ms+1)
+}
+
+// The points of a driver on a booking reach its customers' gateways (trk:<booking>) from the
+// driver's gateway, without the socket waiting on Redis for it; a driver on no booking's are
+// not published there.
+func TestTrackedPositions(t *testing.T) {
+	g := newGateway(t, Options{Rate: 1000})
+	g.store.mu.Lock()
+	g.store.active["t1"] = dispatch.Booking{ID: "bk_t1", Status: dispatch.StatusAssigned, CustomerID: "c1",
+		Driver: &dispatch.DriverRef{ID: "t1"}}
+	g.store.mu.Unlock()
+	ctx := context.Background()
+	ps := g.rdb.PSubscribe(ctx, g.prefix+"trk:*")
+	defer ps.Close()
+	if _, err := ps.Receive(ctx); err != nil { // the subscription's confirmation
+		t.Fatal(err)
+	}
+	ms := time.Now().UnixMilli()
+	idle := g.dial(t, "t0") // on no booking
+	idle.send("location", loc(12.9716, 77.5946, 5, ms))
+	idle.sync()
+	c := g.dial(t, "t1")
+	c.send("location", loc(12.9721, 77.5946, 5, ms))
+	c.sync()
+	msg, err := ps.ReceiveMessage(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got driverLocation
+	if err := json.Unmarshal([]byte(msg.Payload), &got); err != nil {
+		t.Fatal(err)
+	}
+	want := driverLocation{BookingID: "bk_t1", Lat: 12.9721, Lng: 77.5946, Heading: 90, TS: ms}
+	if msg.Channel != g.prefix+"trk:bk_t1" || got.BookingID != want.BookingID || got.Lat != want.Lat || got.Lng != want.Lng ||
+		got.Heading != want.Heading || got.TS != want.TS || got.EtaS != nil {
+		t.Fatalf("got %s on %s, want %+v on %strk:bk_t1", msg.Payload, msg.Channel, want, g.prefix)
+	}
 }

@@ -5,11 +5,9 @@ import "github.com/prometheus/client_golang/prometheus"
 type metrics struct {
 	sockets   *prometheus.GaugeVec
 	received  prometheus.Counter
-	indexed   prometheus.Counter
 	rejected  *prometheus.CounterVec
 	dropped   *prometheus.CounterVec
 	dupEvents prometheus.Counter
-	indexLag  prometheus.Histogram
 	outside   prometheus.Counter
 	gone      prometheus.Counter
 	// viewUpdates are driver updates sent to dispatchers; viewCoalesced those replaced by a newer
@@ -22,11 +20,9 @@ func newMetrics(reg prometheus.Registerer) metrics {
 	m := metrics{
 		sockets:   prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dispatch_sockets", Help: "Open WebSockets by role."}, []string{"role"}),
 		received:  prometheus.NewCounter(prometheus.CounterOpts{Name: "dispatch_locations_received_total", Help: "Location points read from driver sockets."}),
-		indexed:   prometheus.NewCounter(prometheus.CounterOpts{Name: "dispatch_locations_indexed_total", Help: "Location points written to the index."}),
 		rejected:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dispatch_locations_rejected_total", Help: "Location points refused, by reason."}, []string{"reason"}),
 		dropped:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dispatch_frames_dropped_total", Help: "Outgoing frames dropped or sockets closed for backpressure, by kind."}, []string{"kind"}),
 		dupEvents: prometheus.NewCounter(prometheus.CounterOpts{Name: "dispatch_duplicate_events_total", Help: "Booking events dropped as duplicates."}),
-		indexLag:  prometheus.NewHistogram(prometheus.HistogramOpts{Name: "dispatch_location_index_seconds", Help: "From socket read to indexed.", Buckets: []float64{0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5}}),
 		outside:   prometheus.NewCounter(prometheus.CounterOpts{Name: "dispatch_view_frames_outside_area_total", Help: "Driver updates sent to a dispatcher about a driver outside its area (must stay 0)."}),
 		gone:      prometheus.NewCounter(prometheus.CounterOpts{Name: "dispatch_drivers_gone_total", Help: "Drivers whose socket closed and did not come back within the grace."}),
 
@@ -35,7 +31,7 @@ func newMetrics(reg prometheus.Registerer) metrics {
 		viewCoalesced: prometheus.NewCounter(prometheus.CounterOpts{Name: "dispatch_view_updates_coalesced_total", Help: "Driver updates for dispatchers replaced by a newer point before they left."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.sockets, m.received, m.indexed, m.rejected, m.dropped, m.dupEvents, m.indexLag, m.outside, m.gone, m.viewUpdates, m.viewCoalesced)
+		reg.MustRegister(m.sockets, m.received, m.rejected, m.dropped, m.dupEvents, m.outside, m.gone, m.viewUpdates, m.viewCoalesced)
 	}
 	return m
 }

@@ -37,7 +37,7 @@ func TestLastVersions(t *testing.T) {
 // TestRouteDropsDuplicateAndStaleEvents: an audience takes each event once, and never one older
 // than the last it took for the booking.
 func TestRouteDropsDuplicateAndStaleEvents(t *testing.T) {
-	h := NewHub(nil, NewBus(nil, ""), nil, nil, nil, Options{}, prometheus.NewRegistry(), zerolog.Nop())
+	h := NewHub(nil, NewBus(nil, "", geoGrid), nil, nil, nil, nil, Options{}, prometheus.NewRegistry(), zerolog.Nop())
 	ctx := context.Background()
 	routed := func() float64 {
 		var m dto.Metric

@@ -265,8 +265,8 @@ func scanNumber(b []byte, i int) (int, bool) {
 }
 
 // appendViews appends views as the JSON array encoding/json makes of them, without reflection
-// (OnWritten encodes every indexed point). It falls back to encoding/json for what its fast
-// path does not cover.
+// (every driver update a dispatcher's socket is sent, viewer.pull). It falls back to
+// encoding/json for what its fast path does not cover.
 func appendViews(b []byte, views []dispatch.DriverView) []byte {
 	b = append(b, '[')
 	for i := range views {
@@ -313,32 +313,4 @@ func plainString(s string) bool {
 func plainFloat(f float64) bool {
 	a := math.Abs(f)
 	return a == 0 || (a >= 1e-6 && a < 1e21)
-}
-
-// bucket is a token bucket for one goroutine (no lock): rate tokens a second up to burst,
-// starting full. A clock that goes back refills nothing.
-type bucket struct {
-	rate, burst, tokens float64
-	last                time.Time
-}
-
-func newBucket(rate, burst float64) bucket {
-	return bucket{rate: rate, burst: max(burst, 1), tokens: max(burst, 1)}
-}
-
-// allow takes a token at now, if there is one.
-func (b *bucket) allow(now time.Time) bool {
-	if !b.last.IsZero() {
-		if d := now.Sub(b.last); d > 0 {
-			b.tokens = min(b.burst, b.tokens+d.Seconds()*b.rate)
-		}
-	}
-	if b.last.IsZero() || now.After(b.last) {
-		b.last = now
-	}
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
 }

@@ -5,20 +5,27 @@ import (
 	"time"
 
 	"github.com/drivers4me/dispatch/dispatch"
-	"github.com/drivers4me/dispatch/geo"
 )
 
+// Trails keeps the route of a trip in progress until the trip ends and dispatch.Service
+// records it (geo.Index). Which points join it is Options.TrailKeep's to say.
+type Trails interface {
+	// AppendTrail adds p at the end of the booking's trail. Safe for concurrent use.
+	AppendTrail(ctx context.Context, bookingID string, p dispatch.Point) error
+}
+
 // trailPoint decides, with d.mu held, whether p joins the trail of the driver's booking in
-// progress (sampled by geo.TrailKeep), and returns that booking, or "" when p is not kept.
+// progress (sampled by Options.TrailKeep), and returns that booking, or "" when p is not kept.
 func (d *driverSession) trailPoint(p dispatch.Point) string {
-	if d.bookingStatus != dispatch.StatusInProgress || d.booking == "" || time.Now().Before(d.trailPause) {
+	keep := d.h.opts.TrailKeep
+	if keep == nil || d.bookingStatus != dispatch.StatusInProgress || d.booking == "" || time.Now().Before(d.trailPause) {
 		return ""
 	}
 	last := d.trail
 	if d.trailOf != d.booking {
 		last = nil
 	}
-	if !geo.TrailKeep(last, p) {
+	if !keep(last, p) {
 		return ""
 	}
 	pp := p
@@ -26,9 +33,10 @@ func (d *driverSession) trailPoint(p dispatch.Point) string {
 	return d.booking
 }
 
-// trailWait bounds the wait for Redis in a driver's read loop, and after a failure the session
-// keeps no trail for trailPause: a slow or absent Redis delays a socket's frames by at most
-// trailWait every trailPause (the route of that stretch is lost; the trip is not).
+// trailWait bounds the wait for Redis of a trail point on the socket's backlog, and after a
+// failure the session keeps no trail for trailPause: a slow or absent Redis delays the frames
+// queued behind it by at most trailWait every trailPause (the route of that stretch is lost;
+// the trip is not).
 const (
 	trailWait  = 250 * time.Millisecond
 	trailPause = 5 * time.Second
@@ -38,7 +46,7 @@ const (
 func (d *driverSession) appendTrail(bookingID string, p dispatch.Point) {
 	ctx, cancel := context.WithTimeout(context.Background(), trailWait)
 	defer cancel()
-	if err := d.h.loc.AppendTrail(ctx, bookingID, p); err != nil {
+	if err := d.h.index.AppendTrail(ctx, bookingID, p); err != nil {
 		d.mu.Lock()
 		d.trailPause = time.Now().Add(trailPause)
 		d.mu.Unlock()

@@ -8,14 +8,19 @@ import (
 	"time"
 
 	"github.com/drivers4me/dispatch/dispatch"
-	"github.com/drivers4me/dispatch/geo"
 	"github.com/uber/h3-go/v4"
 )
 
-// cellsRes is the finest resolution of the cells a dispatcher is sent (about 5 km², edge 1.2 km),
-// the surge markets' (a cell's surge is its market's); a larger area gets coarser cells
-// (cellsResFor), without surge.
-const cellsRes = geo.MarketRes
+// Positions reads drivers' positions from the location index (geo.Index) for the live maps:
+// a small area's drivers one by one (InArea, of cells at any resolution from a region's to an
+// index cell's), and the drivers of whole regions for the counts of a larger one (fleet).
+type Positions interface {
+	// Regions lists the regions that have ever held a driver.
+	Regions(ctx context.Context) ([]string, error)
+	// RegionPositions returns every driver a region holds, offline ones included.
+	RegionPositions(ctx context.Context, region string) ([]dispatch.Position, error)
+	InArea(ctx context.Context, cells []h3.Cell) ([]dispatch.Position, error)
+}
 
 // driversMaxM: an area at most this across (corner to corner) is sent its drivers one by one;
 // a larger one only the counts per cell (fleet.go). 150 km holds a metro at zoom 11.
@@ -45,9 +50,9 @@ type viewer struct {
 	actor dispatch.Actor
 	c     *conn
 
-	// watchMu orders the changes of the watched area: watch.area (the read loop), the adding of
-	// regions new since (refreshCounted) and stop. Lock order: watchMu, then mu or Hub.mu (never
-	// taken under either).
+	// watchMu orders the changes of the watched area: watch.area (the socket's backlog), the
+	// adding of regions new since (refreshCounted) and stop. Lock order: watchMu, then mu or
+	// Hub.mu (never taken under either).
 	watchMu sync.Mutex
 	stopped bool // guarded by watchMu
 
@@ -230,11 +235,11 @@ func (v *viewer) watchArea(ctx context.Context, a area) error {
 	v.watchMu.Lock()
 	defer v.watchMu.Unlock()
 	diag := dispatch.DistanceM(a.minLat, a.minLng, a.maxLat, a.maxLng)
-	res := cellsResFor(diag)
+	res := h.grid.cellsResFor(diag)
 	var regionCells []h3.Cell
 	one := false
 	if diag <= driversMaxM {
-		regionCells, one = geo.CellsCovering(a.minLat, a.minLng, a.maxLat, a.maxLng, geo.RegionRes, 200)
+		regionCells, one = h.grid.Covering(a.minLat, a.minLng, a.maxLat, a.maxLng, h.grid.RegionRes, 200)
 	}
 	regions := map[string]bool{}
 	if one {
@@ -248,7 +253,7 @@ func (v *viewer) watchArea(ctx context.Context, a area) error {
 			return err
 		}
 		for _, r := range active {
-			if regionNear(r, a) {
+			if h.grid.regionNear(r, a) {
 				regions[r] = true
 			}
 		}
@@ -296,7 +301,7 @@ func (v *viewer) watchArea(ctx context.Context, a area) error {
 
 	drivers := []dispatch.DriverView{}
 	if one {
-		positions, err := h.loc.InArea(ctx, regionCells)
+		positions, err := h.index.InArea(ctx, regionCells)
 		if err != nil {
 			return err
 		}
@@ -357,7 +362,7 @@ func (v *viewer) refreshCounted() {
 	var fresh, chans []string
 	v.mu.Lock()
 	for _, r := range active {
-		if !v.regions[r] && regionNear(r, *a) {
+		if !v.regions[r] && v.h.grid.regionNear(r, *a) {
 			v.regions[r] = true
 			v.counted = append(v.counted, r)
 			fresh = append(fresh, r)
@@ -383,17 +388,6 @@ func (v *viewer) areaChannels() []string {
 		}
 	}
 	return out
-}
-
-// cellsResFor picks the resolution of the cells for an area this far across (corner to corner):
-// the finest, up to cellsRes, whose hexagons are at least 1/50 of it across, so that a
-// screen holds a few hundred at most (all of India: resolution 2; a city: 6 or 7).
-func cellsResFor(diagM float64) int {
-	res := cellsRes
-	for res > 0 && h3.HexagonEdgeLengthAvgM(res)*50 < diagM {
-		res--
-	}
-	return res
 }
 
 // drivers takes a region's batch of positions; only those inside the area are kept.
@@ -571,12 +565,12 @@ func (v *viewer) cells() map[string]any {
 	}
 	if one {
 		for _, d := range v.known {
-			cc.driver(cellOf(d.Lat, d.Lng, res), d.State, d.UpdatedAt)
+			cc.driver(v.h.grid.cellOf(d.Lat, d.Lng, res), d.State, d.UpdatedAt)
 		}
 	}
 	for _, b := range v.bks {
 		if b.Status == dispatch.StatusSearching {
-			cc.get(cellOf(b.Pickup.Lat, b.Pickup.Lng, res)).Demand++
+			cc.get(v.h.grid.cellOf(b.Pickup.Lat, b.Pickup.Lng, res)).Demand++
 		}
 	}
 	v.mu.Unlock()
@@ -588,12 +582,12 @@ func (v *viewer) cells() map[string]any {
 		cv.H3 = h3.Cell(c).String()
 		cvs = append(cvs, cv)
 	}
-	if res == geo.MarketRes {
+	if res == v.h.grid.MarketRes {
 		v.addSurges(cvs)
 	}
 	out := make([]cellView, 0, len(cvs))
 	for _, cv := range cvs {
-		cv.Boundary = geo.Boundary(cv.H3)
+		cv.Boundary = v.h.grid.Boundary(cv.H3)
 		out = append(out, *cv)
 	}
 	return map[string]any{"res": res, "cells": out}

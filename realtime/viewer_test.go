@@ -68,7 +68,7 @@ func TestCellsResFor(t *testing.T) {
 		diagM float64
 		want  int
 	}{{3000, 7}, {60000, 7}, {150000, 6}, {300000, 5}, {3500000, 2}, {20000000, 1}} {
-		if got := cellsResFor(c.diagM); got != c.want {
+		if got := geoGrid.cellsResFor(c.diagM); got != c.want {
 			t.Errorf("resolution for %.0f km across: got %d, want %d", c.diagM/1000, got, c.want)
 		}
 	}

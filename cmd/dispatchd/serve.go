@@ -29,6 +29,16 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
+// geo satisfies the interfaces realtime declares for what it needs of the location index.
+var (
+	_ realtime.PointSink = (*geo.Writer)(nil)
+	_ realtime.Index     = (*geo.Index)(nil)
+)
+
+// grid is geo's division of the map, which realtime's channels and live maps follow.
+var grid = realtime.Grid{Region: geo.Region, RegionRes: geo.RegionRes, Cell: geo.Cell, MarketRes: geo.MarketRes,
+	Covering: geo.CellsCovering, Boundary: geo.Boundary}
+
 func newLogger(c Config, w io.Writer) zerolog.Logger {
 	lvl, _ := zerolog.ParseLevel(c.LogLevel)
 	out := w
@@ -196,7 +206,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Feed: the index publishes written points on the region feeds in the write's own round trip.
 	index := geo.NewIndex(conns.rdb, geo.Options{Prefix: cfg.RedisPrefix, Feed: true})
-	bus := realtime.NewBus(conns.rdb, cfg.RedisPrefix)
+	bus := realtime.NewBus(conns.rdb, cfg.RedisPrefix, grid)
 	market := geo.NewMarket(index, 0)
 	svc := dispatch.NewService(conns.db, index, bus, dispatch.ServiceOptions{Tariff: tariff, Trails: index, Offers: bus,
 		Cities: areas, Tariffs: tariffs, Market: market, Quotes: conns.db, Invoices: conns.db,
@@ -237,16 +247,17 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 	g, gctx := errgroup.WithContext(work)
 
 	var hub *realtime.Hub
-	var writer *geo.Writer
 	if cfg.Has("gateway") {
-		hub = realtime.NewHub(conns.rdb, bus, svc, conns.db, index, realtime.Options{
+		// The sockets' points go to the writer; the index publishes what it writes on the region
+		// feeds (Feed above), which the hub subscribes to for dispatchers' maps.
+		writer := geo.NewWriter(index, geo.WriterOptions{OnError: func(err error, n int) {
+			log.Warn().Err(err).Int("points", n).Msg("index write failed")
+		}}, reg, log)
+		hub = realtime.NewHub(conns.rdb, bus, svc, conns.db, index, writer, realtime.Options{
 			Auth: verifier.FromRequest, AllowedOrigins: cfg.AllowedOrigins,
 			UserRate: cfg.SocketRatePerUser, MaxSocketsPerUser: cfg.MaxSocketsPerUser, GoneGrace: cfg.GoneGrace, Surges: market.Surges,
+			TrailKeep: geo.TrailKeep,
 		}, reg, log.With().Str("component", "gateway").Logger())
-		writer = geo.NewWriter(index, geo.WriterOptions{OnWritten: hub.OnWritten, OnError: func(err error, n int) {
-			log.Warn().Err(err).Int("points", n).Msg("index write failed")
-		}}, log)
-		hub.SetWriter(writer)
 		g.Go(func() error { return hub.Run(gctx) })
 		g.Go(func() error { return writer.Run(gctx) })
 	}
