@@ -20,7 +20,7 @@
 // the rings scanned can be nearer (grid.go).
 //
 // Writes come in batches (Writer): one Lua call per region and flush applies every point
-// (latest wins by ts), moves cells atomically and, with Options.Feed, publishes the region's
+// (latest wins by ts), moves cells atomically and publishes the region's
 // feed. Replica keeps every region in a dispatcher's memory from that feed and answers Nearby
 // without Redis; Sweep marks silent drivers offline.
 //

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"os"
 	"sort"
 	"strings"
@@ -77,24 +76,6 @@ func newIndex(t testing.TB) (*geo.Index, *redis.Client, string) {
 		t.Fatal(err)
 	}
 	return x, rdb, prefix
-}
-
-// publishWritten publishes written points on the region feeds, as an index with Feed does itself
-// (for the tests of an index without it).
-func publishWritten(rdb *redis.Client, x *geo.Index) func(ctx context.Context, ws []geo.Written) {
-	return func(ctx context.Context, ws []geo.Written) {
-		byRegion := map[string][]dispatch.DriverView{}
-		for _, w := range ws {
-			if w.Applied {
-				byRegion[w.Region] = append(byRegion[w.Region], dispatch.DriverView{ID: w.DriverID, Lat: w.Point.Lat,
-					Lng: w.Point.Lng, Heading: w.Point.Heading, State: w.State, UpdatedAt: time.UnixMilli(w.Point.TS).UTC()})
-			}
-		}
-		for r, vs := range byRegion {
-			b, _ := json.Marshal(vs)
-			rdb.Publish(ctx, x.FeedChannel(r), b)
-		}
-	}
 }
 
 func write(t testing.TB, x *geo.Index, ups ...geo.Update) []geo.Written {

@@ -15,17 +15,12 @@ import (
 type Options struct {
 	// Prefix is put before every key (tests use it to keep runs apart). It must not contain braces.
 	Prefix string
-	// Feed makes Write publish the points it applies on their region's FeedChannel, from the
-	// update script itself: one message per region and flush, in the same round trip. Without
-	// it the caller publishes (realtime.Hub.OnWritten does when the index does not).
-	Feed bool
 }
 
 // Index is the Redis location index. It is safe for concurrent use.
 type Index struct {
 	rdb    redis.UniversalClient
 	prefix string
-	feed   bool
 
 	mu      sync.Mutex        // guards regions
 	regions map[string]string // driver id -> region last written by this process
@@ -35,11 +30,8 @@ var _ dispatch.Locator = (*Index)(nil)
 
 // NewIndex returns an index over rdb. The caller owns rdb and closes it.
 func NewIndex(rdb redis.UniversalClient, opts Options) *Index {
-	return &Index{rdb: rdb, prefix: opts.Prefix, feed: opts.Feed, regions: map[string]string{}}
+	return &Index{rdb: rdb, prefix: opts.Prefix, regions: map[string]string{}}
 }
-
-// Feeds reports whether Write publishes the points it applies (Options.Feed).
-func (x *Index) Feeds() bool { return x.feed }
 
 func (x *Index) posKey(region string) string   { return x.prefix + "geo:{r" + region + "}:pos" }
 func (x *Index) cellsKey(region string) string { return x.prefix + "geo:{r" + region + "}:cells" }
@@ -48,8 +40,9 @@ func (x *Index) leaseKey(id string) string     { return x.prefix + "drv:{" + id 
 func (x *Index) regionsKey() string            { return x.prefix + "geo:regions" }
 
 // FeedChannel is the pub/sub channel of a region's position changes: a JSON array of
-// dispatch.DriverView. The gateways publish indexed points on it (realtime.Hub.OnWritten, with
-// the same prefix); the index itself publishes state changes (SetState, Sweep). Replicas and
+// dispatch.DriverView. Write publishes the points it applies on it, from the update script itself
+// (one message per region and flush, in the write's own round trip), and state changes too
+// (SetState, Sweep). Replicas and
 // dispatchers' maps subscribe to it.
 func (x *Index) FeedChannel(region string) string { return x.prefix + "loc:" + region }
 

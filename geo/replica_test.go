@@ -55,7 +55,7 @@ func TestReplicaFollowsFeed(t *testing.T) {
 	}
 
 	// The gateways' writer: its index publishes what it writes on the region feeds.
-	fx := geo.NewIndex(rdb, geo.Options{Prefix: prefix, Feed: true})
+	fx := geo.NewIndex(rdb, geo.Options{Prefix: prefix})
 	w := geo.NewWriter(fx, geo.WriterOptions{Interval: time.Millisecond}, nil, testLog(t))
 	wctx, stopWriter := context.WithCancel(ctx)
 	wdone := make(chan struct{})
@@ -95,7 +95,7 @@ func TestReplicaFollowsFeed(t *testing.T) {
 // Afterwards every driver's stored position is the last point it sent, and the replica agrees
 // with a brute-force search over those points.
 func TestConcurrentUpdatesAndNearby(t *testing.T) {
-	x, rdb, _ := newIndex(t)
+	x, _, _ := newIndex(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	rep := geo.NewReplica(x, geo.ReplicaOptions{}, testLog(t))
@@ -104,10 +104,8 @@ func TestConcurrentUpdatesAndNearby(t *testing.T) {
 	waitFor(t, "the first load", 5*time.Second, rep.Loaded)
 
 	var written atomic.Int64
-	pub := publishWritten(rdb, x)
 	w := geo.NewWriter(x, geo.WriterOptions{Interval: 2 * time.Millisecond, OnWritten: func(ctx context.Context, ws []geo.Written) {
 		written.Add(int64(len(ws)))
-		pub(ctx, ws)
 	}, OnError: func(err error, n int) { t.Errorf("write of %d points failed: %v", n, err) }}, nil, testLog(t))
 	wctx, stopWriter := context.WithCancel(context.Background())
 	wdone := make(chan struct{})

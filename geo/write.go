@@ -205,16 +205,13 @@ func (x *Index) applyPoints(ctx context.Context, out []Written, cells []h3.Cell,
 	}
 	calls := make([]regionCall, 0, len(byRegion))
 	// Every argument is a slice of one buffer: one allocation per write, not two per point.
-	arena := make([]byte, 0, len(out)*(96+160*btoi(x.feed)))
+	arena := make([]byte, 0, len(out)*(96+160))
 	if err := x.execPipe(ctx, func(pipe redis.Pipeliner) {
 		calls = calls[:0]
 		arena = arena[:0]
 		for region, idx := range byRegion {
 			args := make([]any, 1+2*len(idx))
-			args[0] = ""
-			if x.feed {
-				args[0] = x.FeedChannel(region)
-			}
+			args[0] = x.FeedChannel(region)
 			for j, i := range idx {
 				w := &out[i]
 				state := string(w.NewState)
@@ -225,9 +222,7 @@ func (x *Index) applyPoints(ctx context.Context, out []Written, cells []h3.Cell,
 				arena = appendPoint(arena, w, cells[i], state)
 				args[1+2*j] = arena[start:len(arena):len(arena)]
 				start = len(arena)
-				if x.feed {
-					arena = appendViewHead(arena, w)
-				}
+				arena = appendViewHead(arena, w)
 				args[2+2*j] = arena[start:len(arena):len(arena)]
 			}
 			calls = append(calls, regionCall{updateScript.EvalSha(ctx, pipe, []string{x.posKey(region), x.cellsKey(region)}, args...), idx})
@@ -333,13 +328,6 @@ func (x *Index) rebuild(ctx context.Context, out []Written, rebuilt []int) error
 		return fmt.Errorf("rebuild %d drivers' records: %w", len(rebuilt), err)
 	}
 	return nil
-}
-
-func btoi(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 var regionNames sync.Map // h3.Cell (an index cell) -> its region's name

@@ -273,7 +273,7 @@ func newFzRig(tb testing.TB) *fzRig {
 		}
 		rdb.Close()
 	})
-	x := geo.NewIndex(rdb, geo.Options{Prefix: prefix, Feed: true}) // as cmd/dispatchd's
+	x := geo.NewIndex(rdb, geo.Options{Prefix: prefix}) // as cmd/dispatchd's
 	st := &fzStore{}
 	st.reset()
 	now := func() time.Time { return fzNow }

@@ -115,7 +115,7 @@ func newGatewayOver(t *testing.T, opts Options, wrap func(*geo.Index) Index) *ga
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	prefix := "test:" + t.Name() + ":" + hex.EncodeToString(b[:]) + ":"
-	x := geo.NewIndex(rdb, geo.Options{Prefix: prefix, Feed: true}) // as cmd/dispatchd's
+	x := geo.NewIndex(rdb, geo.Options{Prefix: prefix}) // as cmd/dispatchd's
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
 	reg := prometheus.NewRegistry()
 	opts.Auth = func(r *http.Request) (dispatch.Actor, time.Time, error) {

@@ -205,7 +205,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Feed: the index publishes written points on the region feeds in the write's own round trip.
-	index := geo.NewIndex(conns.rdb, geo.Options{Prefix: cfg.RedisPrefix, Feed: true})
+	index := geo.NewIndex(conns.rdb, geo.Options{Prefix: cfg.RedisPrefix})
 	bus := realtime.NewBus(conns.rdb, cfg.RedisPrefix, grid)
 	market := geo.NewMarket(index, 0)
 	svc := dispatch.NewService(conns.db, index, bus, dispatch.ServiceOptions{Tariff: tariff, Trails: index, Offers: bus,
