@@ -2,6 +2,7 @@ package realtime
 
 import (
 	"encoding/json"
+	"net"
 	"sync"
 	"time"
 
@@ -10,12 +11,23 @@ import (
 )
 
 const (
-	writeWait    = 5 * time.Second
-	pingEvery    = 20 * time.Second
-	peerSilence  = 60 * time.Second
-	readLimit    = 4 << 10
-	stateQueue   = 256
-	closeTimeout = time.Second
+	writeWait   = 5 * time.Second
+	pingEvery   = 20 * time.Second
+	peerSilence = 60 * time.Second
+	readLimit   = 4 << 10
+	stateQueue  = 256
+	// sendBuffer is the kernel's send buffer for a socket (SO_SNDBUF; Linux doubles it), set
+	// rather than left to autotuning, which grows it towards tcp_wmem's 4 MiB for a peer that
+	// reads nothing: that bounds the memory a slow reader holds, and the state queue behind it
+	// fills, and the socket is closed with 1013, after some 2,500 unread frames rather than
+	// 40,000. A dispatcher's map at city scale needs well under 256 KiB per 50 ms round trip.
+	sendBuffer = 128 << 10
+	// closeLinger bounds how long a socket stays open after its close frame, waiting for the
+	// peer's answer. The answer comes after everything the peer still had to read, and a slow
+	// reader closed with 1013 may have a send buffer's worth to read first: closing the TCP
+	// connection before would reset it and destroy what was not yet delivered, the close frame
+	// included.
+	closeLinger = 10 * time.Second
 )
 
 // Envelope is every frame on the socket (API.md).
@@ -154,7 +166,13 @@ func (c *conn) writeLoop() {
 	}
 	write := func(b []byte) bool {
 		_ = c.ws.SetWriteDeadline(time.Now().Add(writeWait))
-		return c.ws.WriteMessage(websocket.TextMessage, b) == nil
+		err := c.ws.WriteMessage(websocket.TextMessage, b)
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			// The peer read nothing for writeWait: as slow a reader as a full queue, closed
+			// without the 1013 it could not read.
+			c.onDrop("write_timeout")
+		}
+		return err == nil
 	}
 	writeLatest := func() bool {
 		if c.pull != nil {
@@ -232,12 +250,13 @@ func (c *conn) writeLoop() {
 			c.mu.Lock()
 			code, msg := c.closeCode, c.closeMsg
 			c.mu.Unlock()
-			if c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, msg), time.Now().Add(closeTimeout)) == nil {
+			if c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, msg), time.Now().Add(writeWait)) == nil {
 				// Closing the TCP connection at once would reset it if the peer's frames are still
 				// arriving unread, and the reset destroys the close frame on its way (a flooding
 				// slow reader saw 1006, not 1013: TestFaultSlowReader in cmd/dispatchd). The read
-				// loop goes on reading until the peer answers the close, or closeTimeout.
-				t := time.NewTimer(closeTimeout)
+				// loop goes on reading, discarding, until the peer answers the close, or
+				// closeLinger.
+				t := time.NewTimer(closeLinger)
 				select {
 				case <-c.readerGone:
 				case <-t.C:
@@ -246,6 +265,17 @@ func (c *conn) writeLoop() {
 			}
 			return
 		}
+	}
+}
+
+// closed reports whether the socket is closing: the read loop then discards what it reads,
+// looking only for the peer's answer to the close frame.
+func (c *conn) closed() bool {
+	select {
+	case <-c.closing:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"time"
 
@@ -46,6 +47,9 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		slot.release()
 		return // the upgrader has answered
+	}
+	if tc, ok := ws.NetConn().(*net.TCPConn); ok {
+		_ = tc.SetWriteBuffer(sendBuffer)
 	}
 	var tick, gap time.Duration
 	if actor.Role != "driver" {
@@ -136,6 +140,9 @@ func (h *Hub) readLoop(actor dispatch.Actor, exp time.Time, c *conn, s session, 
 		if now := time.Now(); now.Sub(extended) >= time.Second {
 			_ = c.ws.SetReadDeadline(now.Add(peerSilence))
 			extended = now
+		}
+		if c.closed() {
+			continue
 		}
 		if typ != websocket.TextMessage {
 			inOrder(func() {

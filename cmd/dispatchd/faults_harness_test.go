@@ -257,6 +257,36 @@ func faultMetric(admin, prefix string) float64 {
 	return sum
 }
 
+// faultDrops lists the child's frames and sockets dropped, by kind (for a failure's diagnosis).
+func faultDrops(admin string) string {
+	var out []string
+	for _, kind := range []string{"slow_reader", "write_timeout", "backlog", "stale_location"} {
+		out = append(out, fmt.Sprintf("%s %v", kind, faultMetric(admin, `dispatch_frames_dropped_total{kind="`+kind+`"}`)))
+	}
+	return "dropped: " + strings.Join(out, ", ")
+}
+
+// faultStacks returns the child's goroutines whose stacks mention any of the words, for a
+// failure's diagnosis.
+func faultStacks(admin string, words ...string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, b, _, err := faultCall(ctx, admin, "GET", "/debug/pprof/goroutine?debug=2", "", "", nil, nil)
+	if err != nil || st != 200 {
+		return fmt.Sprintf("(no goroutine dump: %d %v)", st, err)
+	}
+	var out []string
+	for _, g := range strings.Split(string(b), "\n\n") {
+		for _, w := range words {
+			if strings.Contains(g, w) {
+				out = append(out, g)
+				break
+			}
+		}
+	}
+	return strings.Join(out, "\n\n")
+}
+
 // ---- the invariant, checked all along ----
 
 // faultInvariant runs store.DB.InvariantViolations every interval against MariaDB directly.
