@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/drivers4me/dispatch/dispatch"
+	"github.com/drivers4me/dispatch/dispatch/ratelimit"
 )
 
 // PointSink takes the points drivers' sockets accepted, to be indexed in the background
@@ -30,7 +31,7 @@ type driverSession struct {
 	// gateway read its frames late, after a pause, yet a socket cannot send faster for long.
 	// Both are used by whoever handles the socket's frames, one at a time: its read loop, or
 	// its backlog while work is pending there.
-	frames, points bucket
+	frames, points ratelimit.Bucket
 
 	mu      sync.Mutex // guards the fields below
 	last    *dispatch.Point
@@ -44,8 +45,8 @@ type driverSession struct {
 }
 
 func newDriverSession(h *Hub, a dispatch.Actor, c *conn, work *backlog) *driverSession {
-	return &driverSession{h: h, actor: a, c: c, work: work, session: dispatch.NewID("ses"), frames: newBucket(h.opts.Rate, h.opts.Rate*5),
-		points: newBucket(h.opts.Rate, float64(int(h.opts.Rate)*2))}
+	return &driverSession{h: h, actor: a, c: c, work: work, session: dispatch.NewID("ses"), frames: ratelimit.NewBucket(h.opts.Rate, h.opts.Rate*5),
+		points: ratelimit.NewBucket(h.opts.Rate, float64(int(h.opts.Rate)*2))}
 }
 
 func (d *driverSession) start(ctx context.Context) {
@@ -138,7 +139,7 @@ func (d *driverSession) handle(ctx context.Context, env Envelope) error {
 			d.h.m.rejected.WithLabelValues("malformed").Inc()
 			return err
 		}
-		if !d.frames.allow(d.h.opts.Now()) {
+		if !d.frames.Allow(d.h.opts.Now()) {
 			d.h.m.rejected.WithLabelValues("rate_limited").Add(float64(len(batch.Points)))
 			return nil
 		}
@@ -234,7 +235,7 @@ func (d *driverSession) allowPoint(p dispatch.Point) bool {
 	if p.TS == 0 || at.Sub(now) > d.h.opts.MaxSkew || now.Sub(at) > d.h.opts.MaxSkew {
 		at = now // refused by accept anyway; it must not move the point clock
 	}
-	return d.points.allow(at) && d.frames.allow(now)
+	return d.points.Allow(at) && d.frames.Allow(now)
 }
 
 // accept validates one point against the last accepted one and queues it for the index, for

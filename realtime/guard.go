@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/drivers4me/dispatch/dispatch"
+	"github.com/drivers4me/dispatch/dispatch/ratelimit"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -78,7 +79,7 @@ func decodeEnvelope(data []byte) (Envelope, error) {
 //
 // Lock order: guards.mu is a leaf; it is never held while taking another lock.
 type guards struct {
-	msgs       *budgets // a user's client messages but positions, across its sockets
+	msgs       *ratelimit.Keyed // a user's client messages but positions, across its sockets
 	perSecond  float64
 	maxSockets int
 	refused    *prometheus.CounterVec
@@ -89,7 +90,7 @@ type guards struct {
 
 func newGuards(opts Options, reg prometheus.Registerer) *guards {
 	g := &guards{perSecond: opts.UserRate, maxSockets: opts.MaxSocketsPerUser, sockets: map[string]int{},
-		msgs: newBudgets(opts.UserRate, float64(int(2*opts.UserRate))),
+		msgs: ratelimit.New(opts.UserRate, int(2*opts.UserRate), 0),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dispatch_socket_refusals_total",
 			Help: "Socket upgrades and client messages refused by the gateway's guards, by reason."}, []string{"reason"})}
 	if reg != nil {
@@ -107,14 +108,14 @@ type slot struct {
 	// strikes are the refusals a socket may earn before it is closed with 1008: a client that
 	// keeps sending past its budget is not served error frames for ever. Used by the socket's
 	// read loop only.
-	strikes bucket
+	strikes ratelimit.Bucket
 	once    sync.Once
 }
 
 // admit reserves a socket for the actor, or refuses with errTooManySockets. A driver's new
 // socket replaces its old one (driverSession.start), so drivers are not counted.
 func (g *guards) admit(a dispatch.Actor) (*slot, error) {
-	s := &slot{g: g, actor: a, key: a.String(), strikes: newBucket(g.perSecond, float64(int(2*g.perSecond)+1))}
+	s := &slot{g: g, actor: a, key: a.String(), strikes: ratelimit.NewBucket(g.perSecond, float64(int(2*g.perSecond)+1))}
 	if a.Role == "driver" {
 		return s, nil
 	}
@@ -157,9 +158,9 @@ func (s *slot) refuse(env Envelope) (refusal error, strikeOut bool) {
 		return dispatch.Errorf(dispatch.PermissionDenied, "a %s may not send %s", s.actor.Role, env.Type), false
 	}
 	now := time.Now()
-	if env.Type == "location" || env.Type == "locations" || s.g.msgs.allow(s.key, now) {
+	if env.Type == "location" || env.Type == "locations" || s.g.msgs.AllowAt(s.key, now) {
 		return nil, false
 	}
 	s.g.refused.WithLabelValues("rate_limited").Inc()
-	return dispatch.Errorf(dispatch.RateLimited, "too many messages; slow down"), !s.strikes.allow(now)
+	return dispatch.Errorf(dispatch.RateLimited, "too many messages; slow down"), !s.strikes.Allow(now)
 }
