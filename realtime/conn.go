@@ -2,6 +2,7 @@ package realtime
 
 import (
 	"encoding/json"
+	"math"
 	"net"
 	"sync"
 	"time"
@@ -46,42 +47,97 @@ type outFrame struct {
 	Data any    `json:"data,omitempty"`
 }
 
-// conn is one WebSocket with a single writer goroutine. State frames queue in order and are
-// never dropped: a reader so slow that the queue fills is closed with 1013. Location frames are
-// latest-wins per key, looked at every flush tick: each key leaves at most once per gap of its
-// points' own times (a point a gap after the last one sent leaves at the next tick, whatever
+// conn is one WebSocket with at most one writer at a time. State frames queue in order and
+// are never dropped: a reader so slow that the queue fills is closed with 1013. Location frames
+// are latest-wins per key, looked at every flush tick: each key leaves at most once per gap of
+// its points' own times (a point a gap after the last one sent leaves at the next tick, whatever
 // the phase between the sender's clock and this socket's; see viewer.due).
+//
+// The writer is a goroutine started when there is something to write (a frame queued, a tick, a
+// ping due, the close) and ended when there is nothing left: an idle socket, a driver's between
+// offers, holds no goroutine and no queue but its reader, which at 100,000 sockets is most of a
+// gateway's memory (BENCHMARKS.md). Ticks and pings are timers.
 //
 // Lock order: conn.mu only; never held while writing to the network.
 type conn struct {
 	ws      *websocket.Conn
-	state   chan []byte
 	flush   time.Duration // how often pending latest-wins frames are looked at (0: at once)
 	gap     time.Duration // a latest-wins key leaves at most this often
-	kick    chan struct{}
-	done    chan struct{} // closed when the writer has finished
-	closing chan struct{} // closed to ask the writer to stop
+	done    chan struct{} // closed when the socket has ended: its last write done, the network connection closed
+	closing chan struct{} // closed to ask the writer to say goodbye and end the socket
 	// readerGone is closed when the read loop has ended (readerDone): after its close frame the
 	// writer waits for it, so that the peer's frames still arriving are read, not reset away.
 	readerGone chan struct{}
 	readOnce   sync.Once
+	endOnce    sync.Once
 
-	mu        sync.Mutex
-	latest    map[string]latestFrame
-	order     []string
-	sentAt    map[string]latestSent // what of each latest-wins key last left, and when
-	closeCode int
-	closeMsg  string
-	closeOnce sync.Once
-	onDrop    func(kind string)
+	mu     sync.Mutex
+	queue  [][]byte // state frames not yet written, in order (at most stateQueue)
+	latest map[string]latestFrame
+	order  []string
+	sentAt map[string]latestSent // what of each latest-wins key last left, and when
+	// The writer's state: started once the socket may be written (start); running while a
+	// writer goroutine is at work; ended once the socket is. pingDue and tickDue are work the
+	// timers left for it.
+	started, running, ended bool
+	pingDue, tickDue        bool
+	timers                  []*time.Timer
+	closeCode               int
+	closeMsg                string
+	closeOnce               sync.Once
+	onDrop                  func(kind string)
 	// pull, if set, is asked at each flush tick for coalesced frames to write (dispatchers' deltas).
 	pull func() [][]byte
 }
 
 func newConn(ws *websocket.Conn, flush, gap time.Duration, onDrop func(string)) *conn {
-	return &conn{ws: ws, state: make(chan []byte, stateQueue), flush: flush, gap: gap, kick: make(chan struct{}, 1),
-		done: make(chan struct{}), closing: make(chan struct{}), readerGone: make(chan struct{}), latest: map[string]latestFrame{},
-		sentAt: map[string]latestSent{}, onDrop: onDrop}
+	return &conn{ws: ws, flush: flush, gap: gap, done: make(chan struct{}), closing: make(chan struct{}), readerGone: make(chan struct{}),
+		latest: map[string]latestFrame{}, sentAt: map[string]latestSent{}, onDrop: onDrop}
+}
+
+// start lets the writer run: what was queued before goes out now, then pings every pingEvery
+// and, for a conn with a flush interval, a tick every flush. A conn never started (the tests'
+// conns without a socket) only queues.
+func (c *conn) start() {
+	c.mu.Lock()
+	c.started = true
+	c.timers = append(c.timers, c.every(pingEvery, func() { c.pingDue = true }))
+	if c.flush > 0 {
+		c.timers = append(c.timers, c.every(c.flush, func() { c.tickDue = true }))
+	}
+	c.mu.Unlock()
+	c.wake()
+}
+
+// every runs note (under c.mu) and wakes the writer every d, until the socket ends.
+func (c *conn) every(d time.Duration, note func()) *time.Timer {
+	// Armed only once t is set, which the callback's t.Reset reads.
+	var t *time.Timer
+	t = time.AfterFunc(time.Duration(math.MaxInt64), func() {
+		c.mu.Lock()
+		if c.ended {
+			c.mu.Unlock()
+			return
+		}
+		note()
+		c.mu.Unlock()
+		c.wake()
+		t.Reset(d)
+	})
+	t.Reset(d)
+	return t
+}
+
+// wake starts a writer unless one is running (it looks for work again before it ends).
+func (c *conn) wake() {
+	c.mu.Lock()
+	if !c.started || c.running || c.ended {
+		c.mu.Unlock()
+		return
+	}
+	c.running = true
+	c.mu.Unlock()
+	go c.write()
 }
 
 // send queues a state frame. It never blocks: when the queue is full the socket is closed with
@@ -95,17 +151,19 @@ func (c *conn) send(typ string, data any) {
 }
 
 func (c *conn) sendRaw(b []byte) {
-	select {
-	case <-c.closing:
+	if c.closed() {
 		return
-	default:
 	}
-	select {
-	case c.state <- b:
-	default:
+	c.mu.Lock()
+	if len(c.queue) >= stateQueue {
+		c.mu.Unlock()
 		c.onDrop("slow_reader")
 		c.close(websocket.CloseTryAgainLater, "too slow a reader")
+		return
 	}
+	c.queue = append(c.queue, b)
+	c.mu.Unlock()
+	c.wake()
 }
 
 type latestFrame struct {
@@ -134,10 +192,7 @@ func (c *conn) sendLatest(key string, ts int64, typ string, data any) {
 	c.latest[key] = latestFrame{b: b, ts: ts}
 	c.mu.Unlock()
 	if c.flush == 0 {
-		select {
-		case c.kick <- struct{}{}:
-		default:
-		}
+		c.wake()
 	}
 }
 
@@ -148,124 +203,141 @@ func (c *conn) close(code int, msg string) {
 		c.closeCode, c.closeMsg = code, msg
 		c.mu.Unlock()
 		close(c.closing)
+		c.wake()
 	})
 }
 
-// writeLoop owns every write to the socket. It returns when asked to close or on a write error,
-// and then closes the network connection (which ends the reader too).
-func (c *conn) writeLoop() {
-	defer close(c.done)
-	defer c.ws.Close()
-	ping := time.NewTicker(pingEvery)
-	defer ping.Stop()
-	var flushC <-chan time.Time
-	if c.flush > 0 {
-		t := time.NewTicker(c.flush)
-		defer t.Stop()
-		flushC = t.C
-	}
-	write := func(b []byte) bool {
-		_ = c.ws.SetWriteDeadline(time.Now().Add(writeWait))
-		err := c.ws.WriteMessage(websocket.TextMessage, b)
-		if ne, ok := err.(net.Error); ok && ne.Timeout() {
-			// The peer read nothing for writeWait: as slow a reader as a full queue, closed
-			// without the 1013 it could not read.
-			c.onDrop("write_timeout")
-		}
-		return err == nil
-	}
-	writeLatest := func() bool {
-		if c.pull != nil {
-			for _, b := range c.pull() {
-				if !write(b) {
-					return false
-				}
-			}
-		}
-		now := time.Now()
-		var out [][]byte
+// write is the writer: it writes what is pending (state frames in order, then a ping, then on
+// a tick the latest-wins frames) until nothing is, or the socket ends. On a write error, or
+// after its goodbye, it ends the socket.
+func (c *conn) write() {
+	for {
 		c.mu.Lock()
-		keep := c.order[:0]
-		for _, k := range c.order {
-			f := c.latest[k]
-			if m, ok := c.sentAt[k]; ok && c.gap > 0 &&
-				(f.ts-m.ts < (c.gap-c.gap/10).Milliseconds() || now.Sub(m.at) < c.gap/2) {
-				keep = append(keep, k) // too soon after the last one sent: wait, newest still wins
-				continue
-			}
-			out = append(out, f.b)
-			delete(c.latest, k)
-			if c.gap > 0 {
-				c.sentAt[k] = latestSent{ts: f.ts, at: now}
-			}
-		}
-		c.order = keep
-		if len(c.sentAt) > 4*len(c.latest)+1024 {
-			for k, m := range c.sentAt {
-				if now.Sub(m.at) >= c.gap {
-					delete(c.sentAt, k)
-				}
-			}
+		q := c.queue
+		c.queue = nil
+		ping, tick := c.pingDue, c.tickDue || (c.flush == 0 && len(c.order) > 0)
+		c.pingDue, c.tickDue = false, false
+		bye := len(q) == 0 && c.closed()
+		if len(q) == 0 && !ping && !tick && !bye {
+			c.running = false
+			c.mu.Unlock()
+			return
 		}
 		c.mu.Unlock()
-		for _, b := range out {
-			if !write(b) {
-				return false
+		for _, b := range q {
+			if !c.writeFrame(b) {
+				c.end()
+				return
 			}
 		}
-		return true
-	}
-	for {
-		select {
-		case b := <-c.state:
-			if !write(b) {
-				return
-			}
-		case <-c.kick:
-			if !writeLatest() {
-				return
-			}
-		case <-flushC:
-			if !writeLatest() {
-				return
-			}
-		case <-ping.C:
+		if ping {
 			_ = c.ws.SetWriteDeadline(time.Now().Add(writeWait))
 			if c.ws.WriteMessage(websocket.PingMessage, nil) != nil {
+				c.end()
 				return
 			}
-		case <-c.closing:
-			// Flush state frames already queued, then say goodbye.
-			for {
-				select {
-				case b := <-c.state:
-					if !write(b) {
-						return
-					}
-					continue
-				default:
-				}
-				break
-			}
-			c.mu.Lock()
-			code, msg := c.closeCode, c.closeMsg
-			c.mu.Unlock()
-			if c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, msg), time.Now().Add(writeWait)) == nil {
-				// Closing the TCP connection at once would reset it if the peer's frames are still
-				// arriving unread, and the reset destroys the close frame on its way (a flooding
-				// slow reader saw 1006, not 1013: TestFaultSlowReader in cmd/dispatchd). The read
-				// loop goes on reading, discarding, until the peer answers the close, or
-				// closeLinger.
-				t := time.NewTimer(closeLinger)
-				select {
-				case <-c.readerGone:
-				case <-t.C:
-				}
-				t.Stop()
-			}
+		}
+		if tick && !c.writeLatest() {
+			c.end()
+			return
+		}
+		if bye {
+			c.goodbye()
+			c.end()
 			return
 		}
 	}
+}
+
+func (c *conn) writeFrame(b []byte) bool {
+	_ = c.ws.SetWriteDeadline(time.Now().Add(writeWait))
+	err := c.ws.WriteMessage(websocket.TextMessage, b)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		// The peer read nothing for writeWait: as slow a reader as a full queue, closed
+		// without the 1013 it could not read.
+		c.onDrop("write_timeout")
+	}
+	return err == nil
+}
+
+// writeLatest writes the dispatchers' deltas (pull) and the latest-wins frames that may leave.
+func (c *conn) writeLatest() bool {
+	if c.pull != nil {
+		for _, b := range c.pull() {
+			if !c.writeFrame(b) {
+				return false
+			}
+		}
+	}
+	now := time.Now()
+	var out [][]byte
+	c.mu.Lock()
+	keep := c.order[:0]
+	for _, k := range c.order {
+		f := c.latest[k]
+		if m, ok := c.sentAt[k]; ok && c.gap > 0 &&
+			(f.ts-m.ts < (c.gap-c.gap/10).Milliseconds() || now.Sub(m.at) < c.gap/2) {
+			keep = append(keep, k) // too soon after the last one sent: wait, newest still wins
+			continue
+		}
+		out = append(out, f.b)
+		delete(c.latest, k)
+		if c.gap > 0 {
+			c.sentAt[k] = latestSent{ts: f.ts, at: now}
+		}
+	}
+	c.order = keep
+	if len(c.sentAt) > 4*len(c.latest)+1024 {
+		for k, m := range c.sentAt {
+			if now.Sub(m.at) >= c.gap {
+				delete(c.sentAt, k)
+			}
+		}
+	}
+	c.mu.Unlock()
+	for _, b := range out {
+		if !c.writeFrame(b) {
+			return false
+		}
+	}
+	return true
+}
+
+// goodbye sends the close frame, then waits for the peer's answer (the read loop's end).
+func (c *conn) goodbye() {
+	c.mu.Lock()
+	code, msg := c.closeCode, c.closeMsg
+	c.mu.Unlock()
+	if c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, msg), time.Now().Add(writeWait)) != nil {
+		return
+	}
+	// Closing the TCP connection at once would reset it if the peer's frames are still
+	// arriving unread, and the reset destroys the close frame on its way (a flooding slow
+	// reader saw 1006, not 1013: TestFaultSlowReader in cmd/dispatchd). The read loop goes on
+	// reading, discarding, until the peer answers the close, or closeLinger.
+	t := time.NewTimer(closeLinger)
+	select {
+	case <-c.readerGone:
+	case <-t.C:
+	}
+	t.Stop()
+}
+
+// end ends the socket: no writer runs again, the timers stop, the network connection closes
+// (which ends the reader too) and done is closed.
+func (c *conn) end() {
+	c.endOnce.Do(func() {
+		c.mu.Lock()
+		c.ended, c.running = true, false
+		timers := c.timers
+		c.queue = nil
+		c.mu.Unlock()
+		for _, t := range timers {
+			t.Stop()
+		}
+		_ = c.ws.Close()
+		close(c.done)
+	})
 }
 
 // closed reports whether the socket is closing: the read loop then discards what it reads,

@@ -327,16 +327,8 @@ func (r *fzRig) frame(a dispatch.Actor, data []byte) (sent [][]byte, handled boo
 			handled = true
 		}
 	}
-	for {
-		select {
-		case b := <-c.state:
-			sent = append(sent, b)
-			continue
-		default:
-		}
-		break
-	}
 	c.mu.Lock()
+	sent = append(sent, c.queue...)
 	for _, k := range c.order {
 		sent = append(sent, c.latest[k].b)
 	}

@@ -27,7 +27,7 @@ type session interface {
 	stop(ctx context.Context)
 }
 
-// ServeHTTP authenticates, upgrades, starts the socket's two goroutines and returns.
+// ServeHTTP authenticates, upgrades, starts the socket's reader and writer and returns.
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	actor, exp, err := h.opts.Auth(r)
 	if err != nil {
@@ -43,12 +43,13 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeHTTPError(w, http.StatusTooManyRequests, err)
 		return
 	}
-	ws, err := h.up.Upgrade(w, r, nil)
+	fw := &framing{ResponseWriter: w}
+	ws, err := h.up.Upgrade(fw, r, nil)
 	if err != nil {
 		slot.release()
 		return // the upgrader has answered
 	}
-	if tc, ok := ws.NetConn().(*net.TCPConn); ok {
+	if tc, ok := fw.conn.Conn.(*net.TCPConn); ok {
 		_ = tc.SetWriteBuffer(sendBuffer)
 	}
 	var tick, gap time.Duration
@@ -68,22 +69,19 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.draining {
 		h.mu.Unlock()
 		slot.release()
+		c.start()
 		c.close(websocket.CloseGoingAway, "server shutting down")
-		go c.writeLoop()
 		return
 	}
 	h.all[c] = true
-	h.wg.Add(2)
+	h.wg.Add(1)
 	h.mu.Unlock()
 	h.m.sockets.WithLabelValues(actor.Role).Inc()
-	go func() {
-		defer h.wg.Done()
-		c.writeLoop()
-	}()
+	c.start()
 	go func() {
 		defer h.wg.Done()
 		defer slot.release()
-		h.readLoop(actor, exp, c, s, slot, work)
+		h.readLoop(actor, exp, c, s, slot, work, fw.conn)
 	}()
 }
 
@@ -92,20 +90,12 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // answers the loop gives itself (refusals, frames it cannot read, positions handled here) wait
 // behind what is pending there. Only positions are handled here, when nothing is pending: they
 // are the frames sent several times a second, and handling one waits on nothing (the index's
-// writer and the trail are fed in the background).
-func (h *Hub) readLoop(actor dispatch.Actor, exp time.Time, c *conn, s session, slot *slot, work *backlog) {
+// writer and the trail are fed in the background). Between messages it waits in its own
+// shallow frame when it can (idle.go).
+func (h *Hub) readLoop(actor dispatch.Actor, exp time.Time, c *conn, s session, slot *slot, work *backlog, fc *framedConn) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	expiry := time.AfterFunc(time.Until(exp), func() { c.close(websocket.ClosePolicyViolation, "token expired") })
-	// inOrder runs fn once the work pending on the backends is done (at once when none is).
-	inOrder := func(fn func()) {
-		if work.idle() {
-			fn()
-		} else if !work.push(fn) {
-			h.m.dropped.WithLabelValues("backlog").Inc()
-			c.close(websocket.CloseTryAgainLater, "overloaded")
-		}
-	}
 	defer func() {
 		c.readerDone()
 		expiry.Stop()
@@ -124,62 +114,99 @@ func (h *Hub) readLoop(actor dispatch.Actor, exp time.Time, c *conn, s session, 
 	_ = c.ws.SetReadDeadline(time.Now().Add(peerSilence))
 	c.ws.SetPongHandler(func(string) error { return c.ws.SetReadDeadline(time.Now().Add(peerSilence)) })
 	work.push(func() { s.start(ctx) })
-	extended := time.Now()
-	var buf []byte // reused frame to frame: nothing read from a frame keeps pointing into it
+	r := &frameReader{h: h, ctx: ctx, c: c, s: s, slot: slot, work: work, fc: fc, extended: time.Now()}
 	for {
-		typ, data, err := readFrame(c.ws, buf)
-		buf = data
-		if err != nil {
-			if errors.Is(err, websocket.ErrReadLimit) {
-				c.close(websocket.CloseMessageTooBig, "message too big")
-			}
+		if fc != nil && fc.drained() {
+			fc.idleWait()
+		}
+		if !r.next() {
 			return
 		}
-		// Moving the deadline costs a timer update: a driver sends several frames a second,
-		// and a second's slack on a 60 s bound is nothing.
-		if now := time.Now(); now.Sub(extended) >= time.Second {
-			_ = c.ws.SetReadDeadline(now.Add(peerSilence))
-			extended = now
+	}
+}
+
+// frameReader is a read loop's state between frames.
+type frameReader struct {
+	h        *Hub
+	ctx      context.Context
+	c        *conn
+	s        session
+	slot     *slot
+	work     *backlog
+	fc       *framedConn
+	buf      []byte // reused frame to frame: nothing read from a frame keeps pointing into it
+	extended time.Time
+}
+
+// inOrder runs fn once the work pending on the backends is done (at once when none is).
+func (r *frameReader) inOrder(fn func()) {
+	if r.work.idle() {
+		fn()
+	} else if !r.work.push(fn) {
+		r.h.m.dropped.WithLabelValues("backlog").Inc()
+		r.c.close(websocket.CloseTryAgainLater, "overloaded")
+	}
+}
+
+// next reads and handles one message; false when the socket has ended.
+func (r *frameReader) next() bool {
+	h, c, s, ctx, work := r.h, r.c, r.s, r.ctx, r.work
+	typ, data, err := readFrame(c.ws, r.buf)
+	r.buf = data
+	if err != nil {
+		if errors.Is(err, websocket.ErrReadLimit) {
+			c.close(websocket.CloseMessageTooBig, "message too big")
 		}
-		if c.closed() {
-			continue
-		}
-		if typ != websocket.TextMessage {
-			inOrder(func() {
-				c.send("error", errorFrame(nil, dispatch.Errorf(dispatch.InvalidArgument, "frames are JSON text")))
-			})
-			continue
-		}
-		env, fast := fastLocation(data)
-		if !fast {
-			var derr error
-			if env, derr = decodeEnvelope(data); derr != nil {
-				inOrder(func() { c.send("error", errorFrame(nil, derr)) })
-				continue
-			}
-		}
-		if refusal, strikeOut := slot.refuse(env); refusal != nil {
-			inOrder(func() {
-				c.send("error", errorFrame(env.Seq, refusal))
-				if strikeOut {
-					c.close(websocket.ClosePolicyViolation, "rate limit exceeded")
-				}
-			})
-			continue
-		}
-		if env.Type == "location" || env.Type == "locations" {
-			if work.idle() {
-				answer(c, env, s.handle(ctx, env))
-			} else if !work.push(func() { answer(c, env, s.handle(ctx, env)) }) {
-				h.m.rejected.WithLabelValues("backlog").Inc() // a stale position: dropped, as a slow writer's
-			}
-			continue
-		}
-		if !work.push(func() { answer(c, env, s.handle(ctx, env)) }) {
-			h.m.dropped.WithLabelValues("backlog").Inc()
-			c.close(websocket.CloseTryAgainLater, "overloaded")
+		return false
+	}
+	if r.fc != nil {
+		r.fc.tookMessage()
+	}
+	// Moving the deadline costs a timer update: a driver sends several frames a second,
+	// and a second's slack on a 60 s bound is nothing.
+	if now := time.Now(); now.Sub(r.extended) >= time.Second {
+		_ = c.ws.SetReadDeadline(now.Add(peerSilence))
+		r.extended = now
+	}
+	if c.closed() {
+		return true
+	}
+	if typ != websocket.TextMessage {
+		r.inOrder(func() {
+			c.send("error", errorFrame(nil, dispatch.Errorf(dispatch.InvalidArgument, "frames are JSON text")))
+		})
+		return true
+	}
+	env, fast := fastLocation(data)
+	if !fast {
+		var derr error
+		if env, derr = decodeEnvelope(data); derr != nil {
+			r.inOrder(func() { c.send("error", errorFrame(nil, derr)) })
+			return true
 		}
 	}
+	if refusal, strikeOut := r.slot.refuse(env); refusal != nil {
+		r.inOrder(func() {
+			c.send("error", errorFrame(env.Seq, refusal))
+			if strikeOut {
+				c.close(websocket.ClosePolicyViolation, "rate limit exceeded")
+			}
+		})
+		return true
+	}
+	if env.Type == "location" || env.Type == "locations" {
+		if work.idle() {
+			answer(c, env, s.handle(ctx, env))
+		} else if !work.push(func() { answer(c, env, s.handle(ctx, env)) }) {
+			h.m.rejected.WithLabelValues("backlog").Inc() // a stale position: dropped, as a slow writer's
+		}
+		return true
+	}
+	if !work.push(func() { answer(c, env, s.handle(ctx, env)) }) {
+		h.m.dropped.WithLabelValues("backlog").Inc()
+		c.close(websocket.CloseTryAgainLater, "overloaded")
+	}
+	return true
 }
 
 // answer replies to a frame its session handled: its error, else an ack when it carries seq

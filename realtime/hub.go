@@ -151,7 +151,9 @@ func NewHub(rdb redis.UniversalClient, bus *Bus, svc *dispatch.Service, store di
 	h.fleet = newFleet(h)
 	h.tracks = newTracks(bus, log)
 	h.up = websocket.Upgrader{
-		ReadBufferSize:  1024,
+		// A socket holds its read buffer for life (frames are small: readLimit is 4 KiB, larger
+		// ones are read past the buffer); the write buffer only while writing (the pool).
+		ReadBufferSize:  512,
 		WriteBufferSize: 1024,
 		WriteBufferPool: &sync.Pool{},
 		Subprotocols:    []string{"dispatch.v1"},

@@ -47,6 +47,8 @@ commands:
             as loadtest/compare.sh writes for batch against greedy matching
   fanout    drivers at a point a second, dispatchers on a tenth of the city each, customers
             tracking: send-to-receive per viewer, deliveries/s, CPU per delivery (loadtest fanout -h)
+  sockets   many driver sockets held across gateway processes: connect rate, RSS per socket,
+            drops, a reconnect storm with /readyz and the matcher probed (loadtest sockets -h)
   matchsim  the seeded matching simulation: greedy-nearest against batch-optimal pickup
             distances, a Markdown table by drivers per booking (loadtest matchsim -h)
   drive     one driver online at a spot, driven by hand: arrive, start OTP, end typed on stdin
@@ -65,6 +67,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 		defer stop()
 		return loadtest.IngestMain(ctx, args[1:], getenv, stdout)
+	case "sockets":
+		ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		return loadtest.SocketsMain(ctx, args[1:], getenv, stdout)
 	case "fanout":
 		ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 		defer stop()
