@@ -112,7 +112,9 @@ func (f *framedConn) tookMessage() {
 
 // drained reports whether gorilla holds nothing unread: every byte passed ends at or before the
 // last message the read loop took.
-func (f *framedConn) drained() bool { return f.raw != nil && f.passed == f.read && f.hn == 0 && f.left == 0 }
+func (f *framedConn) drained() bool {
+	return f.raw != nil && f.passed == f.read && f.hn == 0 && f.left == 0
+}
 
 // idleWait returns once the socket has a byte to read, an error, or its read deadline passed;
 // it must be called from a shallow frame (see above) and only when f is drained.
