@@ -1,6 +1,7 @@
 package loadtest
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,11 +12,13 @@ import (
 	mrand "math/rand"
 	"net/http"
 	"os"
+	"os/exec"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -25,8 +28,12 @@ import (
 // FanoutOptions configure the fan-out measurement: drivers moving at one point a second,
 // dispatchers each watching a tenth of the city, customers tracking their assigned drivers.
 type FanoutOptions struct {
-	URL        string // ws://127.0.0.1:PORT/v1/ws
-	MetricsURL string // the server's /metrics (optional: coalescing figures)
+	// URL is the gateways' socket URLs, comma-separated (ws://127.0.0.1:PORT/v1/ws): driver and
+	// customer i use the (i mod n)th, the dispatchers the first.
+	URL string
+	// REST is the API's base URL, where customers book (default: the first URL's host).
+	REST       string
+	MetricsURL string // the servers' /metrics, comma-separated (optional: coalescing figures, summed)
 	Secret     []byte
 	City       City
 	Drivers    int
@@ -36,10 +43,188 @@ type FanoutOptions struct {
 	Customers int
 	Warmup    time.Duration // sockets open, bookings assigned, before the measurement
 	Duration  time.Duration // measured
-	// PID is the server's process: its CPU time over the measurement comes from /proc (0: none).
-	PID      int
+	// PIDs are the server's processes: their CPU time over the measurement comes from /proc.
+	PIDs []int
+	// Procs is how many child processes hold the drivers' sockets (0: this process holds them
+	// all; one process may hold 20,000 open files here).
+	Procs    int
 	IDPrefix string
 	Seed     int64
+}
+
+func (o FanoutOptions) urls() []string { return strings.Split(o.URL, ",") }
+
+// fanDrv is one simulated driver: where it starts, and its phase in the second.
+type fanDrv struct {
+	id       string
+	lat, lng float64
+	phase    time.Duration
+}
+
+// fanDrivers places the run's drivers, the same for the parent and its children (the seed).
+func fanDrivers(o FanoutOptions) []*fanDrv {
+	r := mrand.New(mrand.NewSource(o.Seed))
+	ds := make([]*fanDrv, o.Drivers)
+	for i := range ds {
+		ds[i] = &fanDrv{id: fmt.Sprintf("%s-drv-%d", o.IDPrefix, i), lat: o.City.MinLat + r.Float64()*(o.City.MaxLat-o.City.MinLat),
+			lng: o.City.MinLng + r.Float64()*(o.City.MaxLng-o.City.MinLng), phase: time.Duration(r.Int63n(int64(time.Second)))}
+	}
+	return ds
+}
+
+// runFanDrivers holds drivers [first, first+n) until ctx ends, connecting gently.
+func runFanDrivers(ctx context.Context, o FanoutOptions, ds []*fanDrv, first, n int, online, sent *atomic.Int64, log zerolog.Logger) {
+	var wg sync.WaitGroup
+	dialer := &websocket.Dialer{HandshakeTimeout: 30 * time.Second, ReadBufferSize: 1024, WriteBufferSize: 1024}
+	urls := o.urls()
+	// Only a registered, verified driver may go online: each is registered first, as the
+	// fleet's are (an admin's POST and PATCH /v1/drivers).
+	f := &Fleet{opts: FleetOptions{City: o.City}, rest: newClient(o.REST, o.Secret, 32, new(atomic.Int64))}
+	for i := first; i < first+n; i++ {
+		d := ds[i]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f.register(ctx, &driverSim{i: i, id: d.id}); err != nil {
+				log.Warn().Err(err).Str("driver", d.id).Msg("register driver")
+				return
+			}
+			if err := fanDriver(ctx, o, dialer, urls[i%len(urls)], d.id, d.lat, d.lng, d.phase, int64(i), online, sent); err != nil && ctx.Err() == nil {
+				log.Debug().Err(err).Str("driver", d.id).Msg("driver socket ended")
+			}
+		}()
+		if (i-first)%200 == 199 {
+			sleep(ctx, 100*time.Millisecond) // a gentle connect rate
+		}
+	}
+	wg.Wait()
+}
+
+// fanChildLine is what a child holding drivers reports, four times a second.
+type fanChildLine struct {
+	Online int64 `json:"online"`
+	Sent   int64 `json:"sent"`
+}
+
+type fanChildConfig struct {
+	Options      FanoutOptions `json:"options"`
+	First, Count int
+}
+
+// RunFanoutChild is the child side of a fan-out run with -procs: it holds a slice of the
+// drivers (configuration on stdin, a line of JSON) until stdin ends.
+func RunFanoutChild(ctx context.Context, stdin io.Reader, stdout io.Writer, log zerolog.Logger) error {
+	in := bufio.NewReader(stdin)
+	line, err := in.ReadBytes('\n')
+	if err != nil {
+		return fmt.Errorf("read child configuration: %w", err)
+	}
+	var cfg fanChildConfig
+	if err := json.Unmarshal(line, &cfg); err != nil {
+		return fmt.Errorf("child configuration: %w", err)
+	}
+	for _, u := range cfg.Options.urls() {
+		if err := CheckLoopback(u); err != nil {
+			return err
+		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var online, sent atomic.Int64
+	go func() {
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			b, _ := json.Marshal(fanChildLine{Online: online.Load(), Sent: sent.Load()})
+			_, _ = stdout.Write(append(b, '\n'))
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	go func() {
+		_, _ = io.Copy(io.Discard, in) // until the parent closes stdin
+		cancel()
+	}()
+	runFanDrivers(ctx, cfg.Options, fanDrivers(cfg.Options), cfg.First, cfg.Count, &online, &sent, log)
+	return nil
+}
+
+// fanChildren starts procs children holding the drivers; online and sent sum their reports.
+func fanChildren(ctx context.Context, o FanoutOptions) (online, sent func() int64, stop func(), err error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	type kid struct {
+		cmd   *exec.Cmd
+		stdin io.WriteCloser
+		mu    sync.Mutex
+		last  fanChildLine
+		done  chan struct{}
+	}
+	var kids []*kid
+	stop = func() {
+		for _, k := range kids {
+			_ = k.stdin.Close()
+		}
+		for _, k := range kids {
+			select {
+			case <-k.done:
+			case <-time.After(20 * time.Second):
+				_ = k.cmd.Process.Kill()
+			}
+			_ = k.cmd.Wait()
+		}
+	}
+	per := (o.Drivers + o.Procs - 1) / o.Procs
+	for first := 0; first < o.Drivers; first += per {
+		k := &kid{cmd: exec.Command(exe, "fanout", "-child"), done: make(chan struct{})}
+		k.cmd.Stderr = os.Stderr
+		k.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if k.stdin, err = k.cmd.StdinPipe(); err != nil {
+			stop()
+			return nil, nil, nil, err
+		}
+		out, err := k.cmd.StdoutPipe()
+		if err != nil {
+			stop()
+			return nil, nil, nil, err
+		}
+		if err := k.cmd.Start(); err != nil {
+			stop()
+			return nil, nil, nil, err
+		}
+		kids = append(kids, k)
+		b, _ := json.Marshal(fanChildConfig{Options: o, First: first, Count: min(per, o.Drivers-first)})
+		_, _ = k.stdin.Write(append(b, '\n'))
+		go func() {
+			defer close(k.done)
+			sc := bufio.NewScanner(out)
+			for sc.Scan() {
+				var l fanChildLine
+				if json.Unmarshal(sc.Bytes(), &l) == nil {
+					k.mu.Lock()
+					k.last = l
+					k.mu.Unlock()
+				}
+			}
+		}()
+	}
+	sum := func(f func(fanChildLine) int64) func() int64 {
+		return func() int64 {
+			var n int64
+			for _, k := range kids {
+				k.mu.Lock()
+				n += f(k.last)
+				k.mu.Unlock()
+			}
+			return n
+		}
+	}
+	return sum(func(l fanChildLine) int64 { return l.Online }), sum(func(l fanChildLine) int64 { return l.Sent }), stop, nil
 }
 
 // FanoutReport is what a fan-out run measured.
@@ -107,8 +292,10 @@ func (c City) Tenths() []Area {
 // points with their own clock's ts, so send-to-receive is measured on this machine's clock.
 func Fanout(ctx context.Context, o FanoutOptions, log zerolog.Logger) (FanoutReport, error) {
 	rep := FanoutReport{Options: o, CPUSeconds: -1}
-	if err := CheckLoopback(o.URL); err != nil {
-		return rep, err
+	for _, u := range append(o.urls(), o.REST) {
+		if err := CheckLoopback(u); err != nil {
+			return rep, err
+		}
 	}
 	if o.IDPrefix == "" {
 		o.IDPrefix = "fan"
@@ -119,35 +306,28 @@ func Fanout(ctx context.Context, o FanoutOptions, log zerolog.Logger) (FanoutRep
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var measuring atomic.Bool
-	var online, sent, custTracking, custUpdates atomic.Int64
+	var custTracking, custUpdates atomic.Int64
 	var custLat fanLatency
 
-	// Drivers: online, a point a second each (phases spread), any offer accepted.
-	r := mrand.New(mrand.NewSource(o.Seed))
-	type drv struct {
-		id       string
-		lat, lng float64
-		phase    time.Duration
-	}
-	ds := make([]*drv, o.Drivers)
-	for i := range ds {
-		ds[i] = &drv{id: fmt.Sprintf("%s-drv-%d", o.IDPrefix, i), lat: o.City.MinLat + r.Float64()*(o.City.MaxLat-o.City.MinLat),
-			lng: o.City.MinLng + r.Float64()*(o.City.MaxLng-o.City.MinLng), phase: time.Duration(r.Int63n(int64(time.Second)))}
-	}
+	// Drivers: online, a point a second each (phases spread), any offer accepted; in children
+	// past one process's open files.
+	ds := fanDrivers(o)
 	var wg sync.WaitGroup
-	dialer := &websocket.Dialer{HandshakeTimeout: 30 * time.Second, ReadBufferSize: 1024, WriteBufferSize: 1024}
-	for i, d := range ds {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := fanDriver(ctx, o, dialer, d.id, d.lat, d.lng, d.phase, int64(i), &online, &sent); err != nil && ctx.Err() == nil {
-				log.Debug().Err(err).Str("driver", d.id).Msg("driver socket ended")
-			}
-		}()
-		if i%200 == 199 {
-			sleep(ctx, 100*time.Millisecond) // a gentle connect rate
+	var onlineN, sentN func() int64
+	if o.Procs > 0 {
+		on, se, stop, err := fanChildren(ctx, o)
+		if err != nil {
+			return rep, err
 		}
+		defer stop()
+		onlineN, sentN = on, se
+	} else {
+		var online, sent atomic.Int64
+		onlineN, sentN = online.Load, sent.Load
+		wg.Add(1)
+		go func() { defer wg.Done(); runFanDrivers(ctx, o, ds, 0, len(ds), &online, &sent, log) }()
 	}
+	dialer := &websocket.Dialer{HandshakeTimeout: 30 * time.Second, ReadBufferSize: 1024, WriteBufferSize: 1024}
 
 	// Dispatchers, through the peak scenario's simulated dispatchers.
 	areas := o.City.Tenths()
@@ -155,19 +335,19 @@ func Fanout(ctx context.Context, o FanoutOptions, log zerolog.Logger) (FanoutRep
 	for i := range dsp {
 		dsp[i] = areas[i%len(areas)]
 	}
-	disp := NewDispatchers(DispatcherOptions{URL: o.URL, Secret: o.Secret, Areas: dsp, IDPrefix: o.IDPrefix}, log)
+	disp := NewDispatchers(DispatcherOptions{URL: o.urls()[0], Secret: o.Secret, Areas: dsp, IDPrefix: o.IDPrefix}, log)
 	wg.Add(1)
 	go func() { defer wg.Done(); _ = disp.Run(ctx) }()
 
 	// Customers: each books next to a driver once the drivers are up, then tracks the booking.
-	rest := newClient(baseOf(o.URL), o.Secret, 16, new(atomic.Int64))
+	rest := newClient(o.REST, o.Secret, 16, new(atomic.Int64))
 	sleep(ctx, min(o.Warmup/2, 5*time.Second))
 	for i := range o.Customers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			d := ds[i*len(ds)/max(1, o.Customers)]
-			if err := fanCustomer(ctx, o, rest, dialer, fmt.Sprintf("%s-cust-%d", o.IDPrefix, i), d.lat+0.0005, d.lng, &measuring, &custTracking, &custUpdates, &custLat); err != nil && ctx.Err() == nil {
+			if err := fanCustomer(ctx, o, rest, dialer, o.urls()[i%len(o.urls())], fmt.Sprintf("%s-cust-%d", o.IDPrefix, i), d.lat+0.0005, d.lng, &measuring, &custTracking, &custUpdates, &custLat); err != nil && ctx.Err() == nil {
 				log.Debug().Err(err).Int("customer", i).Msg("customer ended")
 			}
 		}()
@@ -180,10 +360,10 @@ func Fanout(ctx context.Context, o FanoutOptions, log zerolog.Logger) (FanoutRep
 	// The measurement.
 	var before Metrics
 	if o.MetricsURL != "" {
-		before, _ = Scrape(ctx, o.MetricsURL)
+		before, _ = scrapeSum(ctx, o.MetricsURL)
 	}
-	cpu0, cpuErr := procCPU(o.PID)
-	updates0, frames0, sent0, cust0 := disp.Counts.Drivers.Load(), disp.Counts.Frames.Load(), sent.Load(), custUpdates.Load()
+	cpu0, cpuErr := procsCPU(o.PIDs)
+	updates0, frames0, sent0, cust0 := disp.Counts.Drivers.Load(), disp.Counts.Frames.Load(), sentN(), custUpdates.Load()
 	start := time.Now()
 	measuring.Store(true)
 	disp.Counts.mu.Lock()
@@ -194,21 +374,21 @@ func Fanout(ctx context.Context, o FanoutOptions, log zerolog.Logger) (FanoutRep
 	}
 	measuring.Store(false)
 	rep.Seconds = time.Since(start).Seconds()
-	cpu1, cpuErr1 := procCPU(o.PID)
-	if cpuErr == nil && cpuErr1 == nil && o.PID > 0 {
+	cpu1, cpuErr1 := procsCPU(o.PIDs)
+	if cpuErr == nil && cpuErr1 == nil && len(o.PIDs) > 0 {
 		rep.CPUSeconds = cpu1 - cpu0
 	}
 	rep.DispatcherUpdates = disp.Counts.Drivers.Load() - updates0
 	rep.DispatcherFramesAll = disp.Counts.Frames.Load() - frames0
-	rep.PointsSent = sent.Load() - sent0
+	rep.PointsSent = sentN() - sent0
 	rep.CustomerUpdates = custUpdates.Load() - cust0
-	rep.DriversOnline = online.Load()
+	rep.DriversOnline = onlineN()
 	rep.CustomersTracking = custTracking.Load()
 	rep.Outside = disp.Counts.Outside.Load()
 	rep.DispatcherP50, rep.DispatcherP99, _ = disp.Counts.ViewLatency()
 	rep.CustomerP50, rep.CustomerP99, _ = custLat.quantiles()
 	if o.MetricsURL != "" {
-		if after, err := Scrape(ctx, o.MetricsURL); err == nil {
+		if after, err := scrapeSum(ctx, o.MetricsURL); err == nil {
 			d := after.Minus(before)
 			rep.ViewSent = d.Sums["dispatch_view_updates_total"]
 			rep.ViewCoalesced = d.Sums["dispatch_view_updates_coalesced_total"]
@@ -225,14 +405,14 @@ func Fanout(ctx context.Context, o FanoutOptions, log zerolog.Logger) (FanoutRep
 
 // fanDriver holds one driver's socket: online, then a point a second at its phase, accepting
 // any offer, until ctx ends.
-func fanDriver(ctx context.Context, o FanoutOptions, dialer *websocket.Dialer, id string, lat, lng float64, phase time.Duration, seed int64, online, sent *atomic.Int64) error {
+func fanDriver(ctx context.Context, o FanoutOptions, dialer *websocket.Dialer, url, id string, lat, lng float64, phase time.Duration, seed int64, online, sent *atomic.Int64) error {
 	tok, err := signToken(o.Secret, "driver", id)
 	if err != nil {
 		return err
 	}
 	h := http.Header{}
 	h.Set("Authorization", "Bearer "+tok)
-	ws, _, err := dialer.DialContext(ctx, o.URL, h)
+	ws, _, err := dialer.DialContext(ctx, url, h)
 	if err != nil {
 		return err
 	}
@@ -306,7 +486,7 @@ func fanDriver(ctx context.Context, o FanoutOptions, dialer *websocket.Dialer, i
 
 // fanCustomer books at a point, watches the booking and times every driver.location it gets
 // while measuring.
-func fanCustomer(ctx context.Context, o FanoutOptions, rest *client, dialer *websocket.Dialer, id string, lat, lng float64,
+func fanCustomer(ctx context.Context, o FanoutOptions, rest *client, dialer *websocket.Dialer, url, id string, lat, lng float64,
 	measuring *atomic.Bool, tracking, updates *atomic.Int64, lat99 *fanLatency) error {
 	var b bookingView
 	body := map[string]any{"pickup": map[string]float64{"lat": lat, "lng": lng}, "hours": 2, "car": map[string]string{"transmission": "manual"}}
@@ -315,7 +495,7 @@ func fanCustomer(ctx context.Context, o FanoutOptions, rest *client, dialer *web
 	}
 	h := http.Header{}
 	h.Set("Authorization", "Bearer "+rest.token("customer", id))
-	ws, _, err := dialer.DialContext(ctx, o.URL, h)
+	ws, _, err := dialer.DialContext(ctx, url, h)
 	if err != nil {
 		return err
 	}
@@ -381,6 +561,36 @@ func procCPU(pid int) (float64, error) {
 	return (ut + st) / 100, nil // USER_HZ is 100 on Linux
 }
 
+// procsCPU sums procCPU over pids.
+func procsCPU(pids []int) (float64, error) {
+	var sum float64
+	for _, p := range pids {
+		v, err := procCPU(p)
+		if err != nil {
+			return 0, err
+		}
+		sum += v
+	}
+	return sum, nil
+}
+
+// scrapeSum scrapes the comma-separated urls and adds their samples.
+func scrapeSum(ctx context.Context, urls string) (Metrics, error) {
+	var sum Metrics
+	for i, u := range strings.Split(urls, ",") {
+		m, err := Scrape(ctx, u)
+		if err != nil {
+			return Metrics{}, err
+		}
+		if i == 0 {
+			sum = m
+		} else {
+			sum = sum.Plus(m)
+		}
+	}
+	return sum, nil
+}
+
 // Markdown is the report as BENCHMARKS.md takes it.
 func (r FanoutReport) Markdown() string {
 	var b strings.Builder
@@ -410,8 +620,9 @@ func FanoutMain(ctx context.Context, args []string, getenv func(string) string, 
 	fs := flag.NewFlagSet("fanout", flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	var o FanoutOptions
-	fs.StringVar(&o.URL, "url", "ws://127.0.0.1:8080/v1/ws", "the server's socket URL (loopback only)")
-	fs.StringVar(&o.MetricsURL, "metrics", "", "the server's /metrics URL, e.g. http://127.0.0.1:9090/metrics (optional)")
+	fs.StringVar(&o.URL, "url", "ws://127.0.0.1:8080/v1/ws", "the gateways' socket URLs, comma-separated (loopback only)")
+	fs.StringVar(&o.REST, "rest", "", "the API's base URL (default: the first gateway's host)")
+	fs.StringVar(&o.MetricsURL, "metrics", "", "the servers' /metrics URLs, comma-separated, e.g. http://127.0.0.1:9090/metrics (optional)")
 	secret := fs.String("secret", getenv("DISPATCH_JWT_SECRET"), "the server's JWT secret (default $DISPATCH_JWT_SECRET)")
 	city := fs.String("city", "bengaluru", "city preset: bengaluru, delhi or mumbai")
 	fs.IntVar(&o.Drivers, "drivers", 2000, "drivers, each sending a point a second")
@@ -419,11 +630,17 @@ func FanoutMain(ctx context.Context, args []string, getenv func(string) string, 
 	fs.IntVar(&o.Customers, "customers", 30, "customers tracking their assigned driver")
 	fs.DurationVar(&o.Warmup, "warmup", 20*time.Second, "sockets, bookings and assignments before the measurement")
 	fs.DurationVar(&o.Duration, "duration", 30*time.Second, "measured")
-	fs.IntVar(&o.PID, "pid", 0, "the server's process id, for its CPU time from /proc (optional)")
+	pids := fs.String("pid", "", "the server's process ids, comma-separated, for their CPU time from /proc (optional)")
+	fs.IntVar(&o.Procs, "procs", 0, "child processes holding the drivers' sockets (0: this one)")
+	child := fs.Bool("child", false, "internal: hold a slice of the drivers for a parent run")
 	fs.StringVar(&o.IDPrefix, "id-prefix", "fan", "user ids are PREFIX-drv-N, PREFIX-dsp-N, PREFIX-cust-N")
 	fs.Int64Var(&o.Seed, "seed", 1, "random seed")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *child {
+		log := zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: "15:04:05"}).With().Timestamp().Logger().Level(zerolog.InfoLevel)
+		return RunFanoutChild(ctx, os.Stdin, stdout, log)
 	}
 	c, ok := CityByName(*city)
 	if !ok {
@@ -431,6 +648,18 @@ func FanoutMain(ctx context.Context, args []string, getenv func(string) string, 
 	}
 	o.City = c
 	o.Secret = []byte(*secret)
+	if o.REST == "" {
+		o.REST = baseOf(o.urls()[0])
+	}
+	for _, p := range strings.Split(*pids, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			n, err := strconv.Atoi(p)
+			if err != nil {
+				return fmt.Errorf("-pid %q: %w", p, err)
+			}
+			o.PIDs = append(o.PIDs, n)
+		}
+	}
 	log := zerolog.New(zerolog.ConsoleWriter{Out: stdout, TimeFormat: "15:04:05"}).With().Timestamp().Logger().Level(zerolog.InfoLevel)
 	rep, err := Fanout(ctx, o, log)
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -277,13 +278,32 @@ func (f *Fleet) OTP(ctx context.Context, bookingID string) (string, error) {
 
 func (f *Fleet) dialer(i int) *websocket.Dialer {
 	d := &websocket.Dialer{HandshakeTimeout: 10 * time.Second, ReadBufferSize: 1024, WriteBufferSize: 1024}
-	nd := &net.Dialer{Timeout: 10 * time.Second}
-	if n := len(f.opts.LocalAddrs); n > 0 {
-		nd.LocalAddr = &net.TCPAddr{IP: net.ParseIP(f.opts.LocalAddrs[i%n])}
-	}
-	d.NetDialContext = nd.DialContext
+	d.NetDialContext = sourceDialer(f.opts.LocalAddrs, i, 10*time.Second).DialContext
 	return d
 }
+
+// sourceDialer dials from the (i mod n)th of addrs (none: the kernel's choice). The source
+// port is chosen at connect, not at bind (IP_BIND_ADDRESS_NO_PORT): a bind to a port of its own
+// needs a port free for the address whatever the destination, and past some 20,000 sockets from
+// one address each bind scanned the range for tens of milliseconds, then failed.
+func sourceDialer(addrs []string, i int, timeout time.Duration) *net.Dialer {
+	nd := &net.Dialer{Timeout: timeout}
+	if n := len(addrs); n > 0 {
+		nd.LocalAddr = &net.TCPAddr{IP: net.ParseIP(addrs[i%n])}
+		nd.Control = func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			err := c.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, ipBindAddressNoPort, 1)
+			})
+			return errors.Join(err, serr)
+		}
+	}
+	return nd
+}
+
+// ipBindAddressNoPort is Linux's IP_BIND_ADDRESS_NO_PORT (linux/in.h), which package syscall
+// does not name.
+const ipBindAddressNoPort = 24
 
 type frame struct {
 	Type string          `json:"type"`

@@ -102,7 +102,7 @@ func (o *IngestOptions) defaults() {
 		o.IDPrefix = "ing"
 	}
 	if o.REST == "" {
-		o.REST = baseOf(o.URL)
+		o.REST = baseOf(strings.Split(o.URL, ",")[0])
 	}
 }
 
@@ -131,10 +131,7 @@ type probePoint struct {
 func Ingest(ctx context.Context, opts IngestOptions, log zerolog.Logger) (IngestReport, error) {
 	opts.defaults()
 	rep := IngestReport{Drivers: opts.Drivers, Duration: opts.Duration}
-	if err := CheckLoopback(opts.URL); err != nil {
-		return rep, err
-	}
-	for _, u := range []string{opts.REST, opts.MetricsURL} {
+	for _, u := range append(append([]string{opts.REST}, strings.Split(opts.URL, ",")...), strings.Split(opts.MetricsURL, ",")...) {
 		if u == "" {
 			continue
 		}
@@ -273,7 +270,7 @@ func Ingest(ctx context.Context, opts IngestOptions, log zerolog.Logger) (Ingest
 	pmu.Lock()
 	visible, late = visible[:0], 0
 	pmu.Unlock()
-	before, _ := scrapeIngest(opts.MetricsURL)
+	before, _ := scrapeIngestAll(opts.MetricsURL)
 	sent0 := sent.Load()
 	t0 := time.Now()
 	rep.MinSentPer5s = -1
@@ -302,7 +299,7 @@ measure:
 	elapsed := time.Since(t0)
 	rep.Sent = sent.Load() - sent0
 	rep.SentPerSec = float64(rep.Sent) / elapsed.Seconds()
-	after, _ := scrapeIngest(opts.MetricsURL)
+	after, _ := scrapeIngestAll(opts.MetricsURL)
 	stopLoad()
 	swg.Wait()
 	pwg.Wait()
@@ -347,7 +344,8 @@ func ingestConnect(ctx context.Context, opts IngestOptions, rest *client, i int,
 	}
 	dialer := f.dialer(i)
 	dialer.ReadBufferSize, dialer.WriteBufferSize = 512, 512
-	ws, _, err := dialer.DialContext(ctx, opts.URL, h)
+	urls := strings.Split(opts.URL, ",")
+	ws, _, err := dialer.DialContext(ctx, urls[i%len(urls)], h)
 	if err != nil {
 		return err
 	}
@@ -544,6 +542,29 @@ type ingestMetrics struct {
 	buckets                     map[float64]float64 // le -> cumulative count
 }
 
+// scrapeIngestAll sums scrapeIngest over the comma-separated urls (several gateways).
+func scrapeIngestAll(urls string) (*ingestMetrics, error) {
+	if urls == "" {
+		return nil, nil
+	}
+	sum := &ingestMetrics{buckets: map[float64]float64{}}
+	for _, u := range strings.Split(urls, ",") {
+		m, err := scrapeIngest(u)
+		if err != nil {
+			return nil, err
+		}
+		sum.received += m.received
+		sum.indexed += m.indexed
+		sum.rejected += m.rejected
+		sum.cpu += m.cpu
+		sum.rss += m.rss
+		for le, v := range m.buckets {
+			sum.buckets[le] += v
+		}
+	}
+	return sum, nil
+}
+
 func scrapeIngest(url string) (*ingestMetrics, error) {
 	if url == "" {
 		return nil, nil
@@ -650,9 +671,9 @@ func IngestMain(ctx context.Context, args []string, getenv func(string) string, 
 	fs := flag.NewFlagSet("ingest", flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	var o IngestOptions
-	fs.StringVar(&o.URL, "url", "ws://127.0.0.1:8080/v1/ws", "the gateway's socket URL (loopback only)")
+	fs.StringVar(&o.URL, "url", "ws://127.0.0.1:8080/v1/ws", "the gateways' socket URLs, comma-separated: driver i connects to the (i mod n)th (loopback only)")
 	fs.StringVar(&o.REST, "rest", "", "the REST API's base URL the probes and the check read positions from (default: -url's host; loopback only)")
-	fs.StringVar(&o.MetricsURL, "metrics", "", "the server's /metrics URL, e.g. http://127.0.0.1:9090/metrics (optional)")
+	fs.StringVar(&o.MetricsURL, "metrics", "", "the gateways' /metrics URLs, comma-separated, e.g. http://127.0.0.1:9090/metrics (optional): their counters, CPU and RSS are summed")
 	secret := fs.String("secret", getenv("DISPATCH_JWT_SECRET"), "the server's JWT secret (default $DISPATCH_JWT_SECRET)")
 	fs.IntVar(&o.Drivers, "drivers", 8000, "driver sockets")
 	fs.Float64Var(&o.Rate, "rate", 4, "points a second per driver (the server allows 5)")

@@ -7,6 +7,8 @@
 # driver's stored position is the last point it sent), and stops the gateway.
 #
 #   loadtest/ingest.sh [loadtest ingest flags...]     e.g. loadtest/ingest.sh -drivers 8000 -rate 4
+# INGEST_GATEWAYS=N [1] starts N gateway processes (the first also serves the API, on INGEST_PORT;
+# the others on the ports after it) and spreads the drivers over them.
 # REDIS_URL [redis://127.0.0.1:6379/0], MYSQL_DSN [root@tcp(127.0.0.1:3306)/ingest_bench],
 # INGEST_PORT [18080] and INGEST_ADMIN_PORT [19090] choose the backends and ports; INGEST_CMD
 # [bin/loadtest ingest] the command that runs loadtest.IngestMain.
@@ -44,20 +46,32 @@ ulimit -n 20000
 log=$(mktemp)
 bin/dispatchd serve >"$log" 2>&1 &
 server=$!
+servers=("$server")
+http_port=${DISPATCH_HTTP_ADDR##*:} admin_port=${DISPATCH_ADMIN_ADDR##*:}
+urls=ws://$DISPATCH_HTTP_ADDR/v1/ws metrics=http://$DISPATCH_ADMIN_ADDR/metrics
+for i in $(seq 2 "${INGEST_GATEWAYS:-1}"); do
+  DISPATCH_ROLES=gateway DISPATCH_MIGRATE=false DISPATCH_HTTP_ADDR=127.0.0.1:$((http_port + i - 1)) \
+    DISPATCH_ADMIN_ADDR=127.0.0.1:$((admin_port + i - 1)) bin/dispatchd serve >>"$log" 2>&1 &
+  servers+=($!)
+  urls+=,ws://127.0.0.1:$((http_port + i - 1))/v1/ws metrics+=,http://127.0.0.1:$((admin_port + i - 1))/metrics
+done
 cleanup() {
-  kill "$server" 2>/dev/null && wait "$server" 2>/dev/null || true
+  for p in "${servers[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
   redis-cli -u "$REDIS_URL" --scan --pattern "$DISPATCH_REDIS_PREFIX*" | xargs -r -n 1000 redis-cli -u "$REDIS_URL" del >/dev/null
   [[ -n $own_redis ]] && kill "$own_redis" 2>/dev/null
   [[ ${INGEST_PRIORITY:-} == 1 ]] && echo 0 >/proc/self/autogroup
   echo "gateway log: $log" >&2
 }
 trap cleanup EXIT
-for _ in $(seq 50); do curl -sf "http://$DISPATCH_HTTP_ADDR/readyz" >/dev/null && break; sleep 0.2; done
+for u in ${urls//,/ }; do
+  u=${u#ws://}; u=${u%/v1/ws}
+  for _ in $(seq 50); do curl -sf "http://$u/readyz" >/dev/null && break; sleep 0.2; done
+done
 echo "# $(nproc) CPUs; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# Redis PING latency before (ms, min/max/avg over 3 s): $(timeout 3 redis-cli -u "$REDIS_URL" --latency --raw 2>/dev/null | tail -1 || true)"
 baseline="$root/../shared/bench/redis-geo-baseline.sh"
 [[ -x $baseline ]] && { echo "# $baseline ${redis_host%:*} ${redis_host#*:}"; "$baseline" "${redis_host%:*}" "${redis_host#*:}"; echo; }
 ingest=${INGEST_CMD:-bin/loadtest ingest} # the command that runs loadtest.IngestMain
-echo "# $ingest -url ws://$DISPATCH_HTTP_ADDR/v1/ws -metrics http://$DISPATCH_ADMIN_ADDR/metrics $*"
-$ingest -url "ws://$DISPATCH_HTTP_ADDR/v1/ws" -metrics "http://$DISPATCH_ADMIN_ADDR/metrics" "$@"
-echo "# load average after: $(cut -d' ' -f1-3 /proc/loadavg); gateway RSS: $(ps -o rss= -p "$server") KiB"
+echo "# $ingest -url $urls -metrics $metrics $*"
+$ingest -url "$urls" -metrics "$metrics" "$@"
+echo "# load average after: $(cut -d' ' -f1-3 /proc/loadavg); gateways' RSS: $(ps -o rss= -p "${servers[*]}" | tr '\n' ' ')KiB"

@@ -63,13 +63,15 @@ type SocketsReport struct {
 	ConnectRate            float64
 	RSSBefore, RSSAfter    []float64 // per gateway, bytes
 	SocketsPer             []float64 // per gateway, from its dispatch_sockets gauge
-	RSSPerSocket           float64   // bytes: total RSS growth / total sockets
+	RSSPerSocket           float64   // bytes: total RSS growth / total sockets, 10 s after the last connected
+	RSSPerSocketHeld       float64   // the same at the end of the hold
 	GatewayCPUPerSocketSec float64   // the gateways' CPU seconds over the hold / sockets / seconds (µs per socket-second below)
 	PointsSent             int64
 	PointsReceived         float64 // the gateways' dispatch_locations_received_total over the hold
 	Dropped                int64   // sockets that ended without being asked to
 	StormSockets           int
 	StormSeconds           float64 // until every reset socket had its hello again
+	StormLeft              int64   // reset sockets not back when the report was made (0: all back)
 	StormDialFailures      int64
 	ReadyzN, ReadyzFailed  int
 	ReadyzMaxMs            float64
@@ -222,11 +224,7 @@ func (h *socketsHolder) progress() socketsProgress {
 // waits for its hello; it then reads until the socket ends.
 func (h *socketsHolder) dial(ctx context.Context, s *heldSocket) bool {
 	d := &websocket.Dialer{HandshakeTimeout: 30 * time.Second, ReadBufferSize: 256, WriteBufferSize: 512}
-	nd := &net.Dialer{Timeout: 30 * time.Second}
-	if n := len(h.cfg.LocalAddrs); n > 0 {
-		nd.LocalAddr = &net.TCPAddr{IP: net.ParseIP(h.cfg.LocalAddrs[s.i%n])}
-	}
-	d.NetDialContext = nd.DialContext
+	d.NetDialContext = sourceDialer(h.cfg.LocalAddrs, s.i, 30*time.Second).DialContext
 	backoff := 250 * time.Millisecond
 	for ctx.Err() == nil {
 		ws, _, err := d.DialContext(ctx, h.cfg.URLs[s.url], s.header)
@@ -505,6 +503,13 @@ func Sockets(ctx context.Context, o SocketsOptions, log zerolog.Logger) (Sockets
 	if err != nil {
 		return rep, err
 	}
+	var grewHeld float64
+	for _, u := range o.Metrics {
+		grewHeld += after[u].Samples["process_resident_memory_bytes"] - before[u].Samples["process_resident_memory_bytes"]
+	}
+	if socks > 0 {
+		rep.RSSPerSocketHeld = grewHeld / socks
+	}
 	gained := Gained(mid, after)
 	rep.PointsReceived = gained.Sums["dispatch_locations_received_total"]
 	rep.PointsSent = total().Sent - sent0
@@ -531,12 +536,13 @@ func Sockets(ctx context.Context, o SocketsOptions, log zerolog.Logger) (Sockets
 			_, _ = fmt.Fprintf(k.stdin, "storm %d\n", n)
 		}
 		sleep(ctx, time.Second)
-		if !wait(5*time.Minute, func(s socketsProgress) bool { return s.StormLeft == 0 && s.Connected >= int64(o.Sockets) }) {
+		if !wait(5*time.Minute, func(s socketsProgress) bool { return s.StormLeft == 0 }) {
 			log.Warn().Int64("left", total().StormLeft).Msg("storm: not every socket came back in 5 minutes")
 		}
 		sleep(ctx, 500*time.Millisecond)
 		s := total()
 		rep.StormSeconds = s.StormMillis / 1000
+		rep.StormLeft = s.StormLeft
 		rep.StormDialFailures = s.DialFailed - fail0
 		if probe != nil {
 			probe.phase.Store(3)
@@ -744,12 +750,12 @@ func (r SocketsReport) Markdown() string {
 	for i := range r.RSSAfter {
 		fmt.Fprintf(&b, "| gateway %d: sockets, RSS before -> after | %.0f, %.0f -> %.0f MiB |\n", i+1, r.SocketsPer[i], r.RSSBefore[i]/(1<<20), r.RSSAfter[i]/(1<<20))
 	}
-	fmt.Fprintf(&b, "| RSS growth per socket | **%.1f KiB** |\n", r.RSSPerSocket/1024)
+	fmt.Fprintf(&b, "| RSS growth per socket: 10 s after the last connected; at the end of the hold | **%.1f KiB**; **%.1f KiB** |\n", r.RSSPerSocket/1024, r.RSSPerSocketHeld/1024)
 	fmt.Fprintf(&b, "| gateways' CPU per socket (a point every %s) | %.1f µs/s |\n", o.Every, r.GatewayCPUPerSocketSec*1e6)
 	fmt.Fprintf(&b, "| points sent / read by the gateways during the hold | %d / %.0f |\n", r.PointsSent, r.PointsReceived)
 	fmt.Fprintf(&b, "| sockets dropped unasked | **%d** |\n", r.Dropped)
 	if r.StormSockets > 0 {
-		fmt.Fprintf(&b, "| storm: %d sockets reset at once, all back in | **%.1f s** (%d dials failed and retried) |\n", r.StormSockets, r.StormSeconds, r.StormDialFailures)
+		fmt.Fprintf(&b, "| storm: %d sockets reset at once, all back in | **%.1f s** (%d dials failed and retried; %d not back) |\n", r.StormSockets, r.StormSeconds, r.StormDialFailures, r.StormLeft)
 		fmt.Fprintf(&b, "| /readyz during the storm: polls, failed, p99, max | %d, %d, %.1f ms, %.1f ms |\n", r.ReadyzN, r.ReadyzFailed, r.ReadyzP99Ms, r.ReadyzMaxMs)
 	}
 	if len(r.OfferHold)+len(r.OfferStorm) > 0 {

@@ -115,9 +115,16 @@ func (h *Hub) readLoop(actor dispatch.Actor, exp time.Time, c *conn, s session, 
 	c.ws.SetPongHandler(func(string) error { return c.ws.SetReadDeadline(time.Now().Add(peerSilence)) })
 	work.push(func() { s.start(ctx) })
 	r := &frameReader{h: h, ctx: ctx, c: c, s: s, slot: slot, work: work, fc: fc, extended: time.Now()}
+	// Pings and pongs read while idle (idle.go), answered as gorilla's handlers would.
+	control := func(op int, payload []byte) {
+		if op == websocket.PingMessage {
+			_ = c.ws.WriteControl(websocket.PongMessage, payload, time.Now().Add(writeWait))
+		}
+		_ = c.ws.SetReadDeadline(time.Now().Add(peerSilence))
+	}
 	for {
 		if fc != nil && fc.drained() {
-			fc.idleWait()
+			fc.idleWait(control)
 		}
 		if !r.next() {
 			return

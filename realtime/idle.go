@@ -2,10 +2,13 @@ package realtime
 
 import (
 	"bufio"
+	"io"
 	"net"
 	"net/http"
 	"syscall"
 	"unsafe"
+
+	"github.com/gorilla/websocket"
 )
 
 // A socket's reader is a goroutine, and at 100,000 sockets its stack is most of what a gateway
@@ -28,6 +31,10 @@ type framedConn struct {
 	left   int64   // payload bytes of the frame at hand not yet passed
 	ends   []int64 // where the messages passed end (offsets in the stream), oldest first
 	read   int64   // where the last message the read loop took ends
+	// What peek saw (hdr holds the bytes: it is free between messages); peekFn is f.peek, made
+	// once rather than at every wait.
+	peeked, avail int
+	peekFn        func(fd uintptr) bool
 }
 
 func newFramedConn(c net.Conn) *framedConn {
@@ -35,6 +42,7 @@ func newFramedConn(c net.Conn) *framedConn {
 	if tc, ok := c.(*net.TCPConn); ok {
 		f.raw, _ = tc.SyscallConn()
 	}
+	f.peekFn = f.peek
 	return f
 }
 
@@ -116,17 +124,52 @@ func (f *framedConn) drained() bool {
 	return f.raw != nil && f.passed == f.read && f.hn == 0 && f.left == 0
 }
 
-// idleWait returns once the socket has a byte to read, an error, or its read deadline passed;
-// it must be called from a shallow frame (see above) and only when f is drained.
-func (f *framedConn) idleWait() {
-	_ = f.raw.Read(func(fd uintptr) bool {
-		// A byte already there, or the end, or an error: gorilla reads it. Only "nothing yet"
-		// waits (the runtime's poller wakes us when a byte comes).
-		var b byte
-		_, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b)), 1,
-			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
-		return errno != syscall.EAGAIN
-	})
+// idleWait returns once the socket has a data frame (or a close, or anything else gorilla must
+// read) to read, an error, or its read deadline passed; it must be called from a shallow frame
+// (see above) and only when f is drained. Pings and pongs arriving meanwhile are read here and
+// given to control, still in the shallow frame: gorilla, given a pong, would read it and then
+// wait deep inside for the next frame, and the pong to the server's ping every 20 s would leave
+// every idle reader there.
+func (f *framedConn) idleWait(control func(op int, payload []byte)) {
+	for {
+		f.peeked, f.avail = 0, 0
+		if f.raw.Read(f.peekFn) != nil || f.peeked < 2 {
+			return
+		}
+		b0, b1 := f.hdr[0], f.hdr[1]
+		op, size := int(b0&0x0f), 6+int(b1&0x7f)
+		if b0&0x80 == 0 || (op != websocket.PingMessage && op != websocket.PongMessage) || b1&0x80 == 0 || b1&0x7f > 125 || f.avail < size {
+			return // not a whole control frame from a client: gorilla's to read
+		}
+		frame := make([]byte, size)
+		if _, err := io.ReadFull(f.Conn, frame); err != nil {
+			return // gorilla will see the error too
+		}
+		payload := frame[6:]
+		for i := range payload {
+			payload[i] ^= frame[2+i%4]
+		}
+		control(op, payload)
+	}
+}
+
+// peek looks, without taking them, at the first two bytes waiting on the socket (a frame's
+// header) and how many bytes wait in all; false, to be called again when a byte comes, when
+// none waits.
+func (f *framedConn) peek(fd uintptr) bool {
+	n, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&f.hdr[0])), 2,
+		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+	if errno == syscall.EAGAIN {
+		return false
+	}
+	if errno == 0 {
+		f.peeked = int(n)
+		var avail int32
+		if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, fd, syscall.TIOCINQ, uintptr(unsafe.Pointer(&avail))); e == 0 {
+			f.avail = int(avail)
+		}
+	}
+	return true
 }
 
 // framing hands gorilla's upgrader a framedConn for the connection it hijacks.

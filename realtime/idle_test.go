@@ -155,3 +155,70 @@ func TestIdleSocketHoldsOnlyItsReader(t *testing.T) {
 		t.Fatalf("after the acks: %d goroutines more than before, want about %d: the writers did not end", got, 2*n)
 	}
 }
+
+// An idle reader waits in a shallow frame, where the GC shrinks its stack to 4 KiB, however its
+// socket was used: after a location frame (a deep path) and after the pong that answers the
+// server's ping every 20 s (sent here unasked, as RFC 6455 allows), which gorilla would have read
+// and then waited deep inside for the next frame, at 8 KiB a stack. A ping read while idle is
+// answered with its payload. The stack figure is checked without -race (raceEnabled).
+func TestIdleReaderStackStaysSmall(t *testing.T) {
+	g := newGateway(t, Options{Rate: 1000})
+	var ms runtime.MemStats
+	stacks := func() int64 {
+		for range 3 {
+			runtime.GC()
+		}
+		runtime.ReadMemStats(&ms)
+		return int64(ms.StackInuse)
+	}
+	const n = 500
+	before := stacks()
+	var socks []*websocket.Conn
+	for i := range n {
+		h := http.Header{}
+		h.Set("Authorization", "Bearer stack"+itoa(int64(i)))
+		c, _, err := websocket.DefaultDialer.Dial(g.url, h)
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		t.Cleanup(func() { c.Close() })
+		socks = append(socks, c)
+	}
+	now := time.Now().UnixMilli()
+	for i, c := range socks {
+		if err := c.WriteMessage(websocket.TextMessage, []byte(`{"type":"location","data":{"lat":12.9716,"lng":77.5946,"acc":5,"ts":`+itoa(now+int64(i))+`}}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // the pongs in segments of their own, as 20 s apart they are
+	for _, c := range socks {
+		if err := c.WriteControl(websocket.PongMessage, []byte("alive"), time.Now().Add(time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	if per := (stacks() - before) / n; per > 5<<10 && !raceEnabled {
+		t.Fatalf("%d idle sockets hold %d B of stack each, want about 4 KiB (their readers wait deep)", n, per)
+	}
+	pong := make(chan string, 1)
+	socks[0].SetPongHandler(func(s string) error { pong <- s; return nil })
+	if err := socks[0].WriteControl(websocket.PingMessage, []byte("hi"), time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	_ = socks[0].SetReadDeadline(time.Now().Add(3 * time.Second))
+	go func() { // the hello, then the pong (its handler)
+		for {
+			if _, _, err := socks[0].ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
+	select {
+	case s := <-pong:
+		if s != "hi" {
+			t.Fatalf("pong %q, want the ping's payload %q", s, "hi")
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("no pong to a ping sent while idle")
+	}
+}
