@@ -605,7 +605,7 @@ func (r FanoutReport) Markdown() string {
 		deliveries, float64(deliveries)/r.Seconds, r.DispatcherFramesAll, float64(r.DispatcherFramesAll)/r.Seconds)
 	fmt.Fprintf(&b, "- updates about a driver outside a dispatcher's area: %d\n", r.Outside)
 	if r.CPUSeconds >= 0 && deliveries > 0 {
-		fmt.Fprintf(&b, "- server CPU over the measurement: %.1f s (%.0f%% of a core); %.0f µs per delivered update, everything the server did counted (ingestion and indexing included)\n",
+		fmt.Fprintf(&b, "- CPU of the processes given (-pid: the servers, and Redis where given) over the measurement: %.1f s (%.0f%% of a core); %.0f µs per delivered update, everything they did counted (ingestion, indexing, matching included)\n",
 			r.CPUSeconds, 100*r.CPUSeconds/r.Seconds, 1e6*r.CPUSeconds/float64(deliveries))
 	}
 	if r.ViewSent > 0 || r.ViewCoalesced > 0 {

@@ -88,10 +88,10 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // readLoop reads the socket's frames and hands them to its session. It never waits on a
 // backend: what may (s.start, s.handle) runs on work, in the order of the frames, and the
 // answers the loop gives itself (refusals, frames it cannot read, positions handled here) wait
-// behind what is pending there. Only positions are handled here, when nothing is pending: they
-// are the frames sent several times a second, and handling one waits on nothing (the index's
-// writer and the trail are fed in the background). Between messages it waits in its own
-// shallow frame when it can (idle.go).
+// behind what is pending there. Only positions are handled here, when nothing is pending and
+// the socket is busy (busyGap): they are the frames sent several times a second, and handling
+// one waits on nothing (the index's writer and the trail are fed in the background). Between
+// messages it waits in its own shallow frame when it can (idle.go).
 func (h *Hub) readLoop(actor dispatch.Actor, exp time.Time, c *conn, s session, slot *slot, work *backlog, fc *framedConn) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -143,7 +143,15 @@ type frameReader struct {
 	fc       *framedConn
 	buf      []byte // reused frame to frame: nothing read from a frame keeps pointing into it
 	extended time.Time
+	last     time.Time // when the frame before this one was read
 }
+
+// busyGap: a socket that sent its last frame less than this ago is busy, and the read loop
+// handles its positions itself (the frames sent several times a second: no goroutine, no
+// closure per point); a quieter socket's go to its backlog, so that the reader's stack, grown
+// to 8 KiB by the handling, does not stay grown until the next GC while it waits (idle.go):
+// at a point every 30 s most sockets of a gateway are quiet.
+const busyGap = 2 * time.Second
 
 // inOrder runs fn once the work pending on the backends is done (at once when none is).
 func (r *frameReader) inOrder(fn func()) {
@@ -171,10 +179,13 @@ func (r *frameReader) next() bool {
 	}
 	// Moving the deadline costs a timer update: a driver sends several frames a second,
 	// and a second's slack on a 60 s bound is nothing.
-	if now := time.Now(); now.Sub(r.extended) >= time.Second {
+	now := time.Now()
+	if now.Sub(r.extended) >= time.Second {
 		_ = c.ws.SetReadDeadline(now.Add(peerSilence))
 		r.extended = now
 	}
+	busy := now.Sub(r.last) < busyGap
+	r.last = now
 	if c.closed() {
 		return true
 	}
@@ -202,7 +213,7 @@ func (r *frameReader) next() bool {
 		return true
 	}
 	if env.Type == "location" || env.Type == "locations" {
-		if work.idle() {
+		if busy && work.idle() {
 			answer(c, env, s.handle(ctx, env))
 		} else if !work.push(func() { answer(c, env, s.handle(ctx, env)) }) {
 			h.m.rejected.WithLabelValues("backlog").Inc() // a stale position: dropped, as a slow writer's
