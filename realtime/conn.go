@@ -72,8 +72,8 @@ type conn struct {
 	endOnce    sync.Once
 
 	mu     sync.Mutex
-	queue  [][]byte // state frames not yet written, in order (at most stateQueue)
-	latest map[string]latestFrame
+	queue  [][]byte               // state frames not yet written, in order (at most stateQueue)
+	latest map[string]latestFrame // nil until the first latest-wins frame
 	order  []string
 	sentAt map[string]latestSent // what of each latest-wins key last left, and when
 	// The writer's state: started once the socket may be written (start); running while a
@@ -92,7 +92,7 @@ type conn struct {
 
 func newConn(ws *websocket.Conn, flush, gap time.Duration, onDrop func(string)) *conn {
 	return &conn{ws: ws, flush: flush, gap: gap, done: make(chan struct{}), closing: make(chan struct{}), readerGone: make(chan struct{}),
-		latest: map[string]latestFrame{}, sentAt: map[string]latestSent{}, onDrop: onDrop}
+		onDrop: onDrop}
 }
 
 // start lets the writer run: what was queued before goes out now, then pings every pingEvery
@@ -184,6 +184,9 @@ func (c *conn) sendLatest(key string, ts int64, typ string, data any) {
 		return
 	}
 	c.mu.Lock()
+	if c.latest == nil { // made on first use: most sockets (drivers') never have one
+		c.latest, c.sentAt = map[string]latestFrame{}, map[string]latestSent{}
+	}
 	if _, ok := c.latest[key]; ok {
 		c.onDrop("stale_location")
 	} else {

@@ -186,6 +186,9 @@ func (r *frameReader) next() bool {
 	}
 	busy := now.Sub(r.last) < busyGap
 	r.last = now
+	if !busy {
+		r.buf = nil // a quiet socket keeps no frame buffer between frames (nothing points into it)
+	}
 	if c.closed() {
 		return true
 	}
