@@ -202,18 +202,10 @@ func (h *Hub) Run(ctx context.Context) error {
 		}
 	}
 	defer ps.Close()
-	ch := ps.Channel(redis.WithChannelSize(4096))
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case msg, ok := <-ch:
-			if !ok {
-				return nil
-			}
-			h.route(ctx, msg.Channel, []byte(msg.Payload))
-		}
-	}
+	receive(ctx, ps.Channel(redis.WithChannelSize(4096)), func(msg *redis.Message) {
+		h.route(ctx, msg.Channel, []byte(msg.Payload))
+	})
+	return nil
 }
 
 func (h *Hub) subscribe(ctx context.Context, channels ...string) {

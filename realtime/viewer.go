@@ -311,7 +311,11 @@ func (v *viewer) watchArea(ctx context.Context, a area) error {
 			}
 		}
 	}
-	nameViews(ctx, h.svc, drivers)
+	if h.svc != nil {
+		// The snapshot's drivers only: the page keeps the names for the updates that follow.
+		// Best effort: a failure leaves ids alone.
+		_ = h.svc.NameViews(ctx, drivers)
+	}
 	bookings := []dispatch.Booking{}
 	for _, st := range []dispatch.Status{dispatch.StatusSearching, dispatch.StatusScheduled, dispatch.StatusAssigned,
 		dispatch.StatusArrived, dispatch.StatusInProgress, dispatch.StatusUnfulfilled} {
@@ -625,26 +629,4 @@ func frameHead(b []byte, typ string) []byte {
 func frame(typ string, data any) []byte {
 	b, _ := json.Marshal(outFrame{Type: typ, Data: data})
 	return b
-}
-
-// nameViews gives views their drivers' names and ratings from the profiles (the snapshot only:
-// the page keeps them for the updates that follow). Best effort: a failure leaves ids alone.
-func nameViews(ctx context.Context, svc *dispatch.Service, views []dispatch.DriverView) {
-	if svc == nil || len(views) == 0 {
-		return
-	}
-	ids := make([]string, len(views))
-	for i, v := range views {
-		ids[i] = v.ID
-	}
-	names, err := svc.DriverNames(ctx, ids)
-	if err != nil {
-		return
-	}
-	for i := range views {
-		if n, ok := names[views[i].ID]; ok {
-			r := n.Rating
-			views[i].Name, views[i].Rating = n.Name, &r
-		}
-	}
 }
