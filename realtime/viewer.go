@@ -52,7 +52,7 @@ type viewer struct {
 
 	// watchMu orders the changes of the watched area: watch.area (the socket's backlog), the
 	// adding of regions new since (refreshCounted) and stop. Lock order: watchMu, then mu or
-	// Hub.mu (never taken under either).
+	// the Hub's locks, Hub.subMu and Hub.mu (never taken under any of them).
 	watchMu sync.Mutex
 	stopped bool // guarded by watchMu
 
