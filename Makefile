@@ -33,10 +33,15 @@ bench: build
 loadtest: build
 	loadtest/peak.sh
 
+# The production build (-tags prod) is vetted too, and must carry none of the simulator, the
+# load generator's plots or the embedded engines (fpdf stays: api's receipts).
 lint:
 	go vet ./...
+	go vet -tags prod ./...
 	test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt: files above need formatting'; exit 1; }
 	go mod tidy -diff || { echo 'go.mod or go.sum is not tidy: run go mod tidy'; exit 1; }
+	deps=$$(go list -tags prod -deps ./cmd/dispatchd) || exit 1; \
+	! printf '%s\n' "$$deps" | grep -E 'gonum|plot|miniredis|go-mysql-server|dispatch/loadtest|store/embedded' || { echo 'the production build carries the packages above'; exit 1; }
 
 # The production image (deploy/Dockerfile, FROM scratch): docker when an engine answers, else
 # buildah. IMAGE=... names it; RDS_CA_BUNDLE=path when AWS's trust store cannot be reached.

@@ -150,20 +150,7 @@ func (s *Server) candidates(w http.ResponseWriter, r *http.Request, a dispatch.A
 }
 
 // named fills the names and ratings of views from drivers' profiles (best effort: a view
-// without a profile keeps its id only).
+// without a profile, or when the profiles cannot be read, keeps its id only).
 func (s *Server) named(r *http.Request, views []dispatch.DriverView) {
-	ids := make([]string, len(views))
-	for i, v := range views {
-		ids[i] = v.ID
-	}
-	names, err := s.svc.DriverNames(r.Context(), ids)
-	if err != nil {
-		return
-	}
-	for i := range views {
-		if n, ok := names[views[i].ID]; ok {
-			rating := n.Rating
-			views[i].Name, views[i].Rating = n.Name, &rating
-		}
-	}
+	_ = s.svc.NameViews(r.Context(), views)
 }

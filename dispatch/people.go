@@ -288,13 +288,32 @@ func (s *Service) Drivers(ctx context.Context, a Actor, f DriverFilter) ([]Drive
 	return ps.Drivers(ctx, f)
 }
 
-// DriverNames names drivers for views (the live map, nearby): those without a profile are left out.
-func (s *Service) DriverNames(ctx context.Context, ids []string) (map[string]DriverRef, error) {
+// NameViews gives views their drivers' names and ratings from the profiles (the live map,
+// nearby); a view whose driver has no profile keeps its id alone. On error it changes nothing:
+// callers naming views as a courtesy may carry on without.
+func (s *Service) NameViews(ctx context.Context, views []DriverView) error {
+	if len(views) == 0 {
+		return nil
+	}
 	ps, err := s.peopleStore()
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return ps.DriverNames(ctx, ids)
+	ids := make([]string, len(views))
+	for i, v := range views {
+		ids[i] = v.ID
+	}
+	names, err := ps.DriverNames(ctx, ids)
+	if err != nil {
+		return err
+	}
+	for i := range views {
+		if n, ok := names[views[i].ID]; ok {
+			r := n.Rating
+			views[i].Name, views[i].Rating = n.Name, &r
+		}
+	}
+	return nil
 }
 
 // Calendar lists a driver's blocks overlapping [from, to) (dispatchers, the driver itself).
@@ -419,12 +438,9 @@ func (s *Service) Retry(ctx context.Context, a Actor, id string) (Booking, error
 	if a.Role != "customer" && !a.Staff() {
 		return Booking{}, fmt.Errorf("only the booking's customer or a dispatcher retries it: %w", ErrForbidden)
 	}
-	b, err := s.store.Booking(ctx, id)
+	b, err := s.visible(ctx, a, id)
 	if err != nil {
 		return Booking{}, err
-	}
-	if !CanSee(a, b) {
-		return Booking{}, fmt.Errorf("booking %s: %w", id, ErrNotFound)
 	}
 	if b.Status != StatusUnfulfilled {
 		return Booking{}, fmt.Errorf("booking %s is %s; only an unfulfilled booking is retried: %w", id, b.Status, ErrConflict)
@@ -446,12 +462,8 @@ func (s *Service) Events(ctx context.Context, a Actor, id string) ([]AuditEvent,
 	if err != nil {
 		return nil, err
 	}
-	b, err := s.store.Booking(ctx, id)
-	if err != nil {
+	if _, err := s.visible(ctx, a, id); err != nil {
 		return nil, err
-	}
-	if !CanSee(a, b) {
-		return nil, fmt.Errorf("booking %s: %w", id, ErrNotFound)
 	}
 	return ps.BookingEvents(ctx, id)
 }

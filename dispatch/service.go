@@ -225,15 +225,24 @@ func (s *Service) CreateBooking(ctx context.Context, a Actor, r BookingRequest, 
 
 // Booking returns a booking if the actor may see it; the OTP only to its customer.
 func (s *Service) Booking(ctx context.Context, a Actor, id string) (Booking, error) {
+	b, err := s.visible(ctx, a, id)
+	if err != nil {
+		return Booking{}, err
+	}
+	return ViewFor(a, b), nil
+}
+
+// visible returns the booking, whole (not ViewFor's), if the actor may see it. Not found rather
+// than forbidden when it may not: do not reveal that someone else's booking exists.
+func (s *Service) visible(ctx context.Context, a Actor, id string) (Booking, error) {
 	b, err := s.store.Booking(ctx, id)
 	if err != nil {
 		return Booking{}, err
 	}
 	if !CanSee(a, b) {
-		// Not found rather than forbidden: do not reveal that someone else's booking exists.
 		return Booking{}, fmt.Errorf("booking %s: %w", id, ErrNotFound)
 	}
-	return ViewFor(a, b), nil
+	return b, nil
 }
 
 // CanSee reports whether the actor may read the booking.
@@ -291,12 +300,9 @@ func (s *Service) Cancel(ctx context.Context, a Actor, id, reason string) (Booki
 	if len(reason) > 500 {
 		return Booking{}, fmt.Errorf("reason longer than 500 characters: %w", ErrInvalid)
 	}
-	b, err := s.store.Booking(ctx, id)
+	b, err := s.visible(ctx, a, id)
 	if err != nil {
 		return Booking{}, err
-	}
-	if !CanSee(a, b) {
-		return Booking{}, fmt.Errorf("booking %s: %w", id, ErrNotFound)
 	}
 	c := Change{BookingID: id, Version: b.Version, Actor: a.String(), Reason: reason, At: s.opts.Now()}
 	if a.Role == "driver" {

@@ -37,19 +37,42 @@ type DispatcherCounts struct {
 	// Outside counts driver updates about a driver outside the watched area (must stay 0).
 	Outside atomic.Int64
 
-	mu      sync.Mutex // guards latency
-	latency []float64  // ms from a driver's point (its ts) to its arrival here, sampled
+	latency latencySample // ms from a driver's point (its ts) to its arrival here
 }
-
-// maxLatencySamples bounds the memory of the latency sample (about 8 MB).
-const maxLatencySamples = 1 << 20
 
 // ViewLatency returns the p50 and p99 in milliseconds of driver updates, from the point's own
 // timestamp on the driver's phone to its arrival on a dispatcher's socket, and the sample size.
-func (c *DispatcherCounts) ViewLatency() (p50, p99 float64, n int) {
-	c.mu.Lock()
-	ls := append([]float64(nil), c.latency...)
-	c.mu.Unlock()
+func (c *DispatcherCounts) ViewLatency() (p50, p99 float64, n int) { return c.latency.quantiles() }
+
+// maxLatencySamples bounds the memory of a latency sample (about 8 MB).
+const maxLatencySamples = 1 << 20
+
+// latencySample is a sample of latencies in ms, at most maxLatencySamples (later ones are not
+// kept). Safe for concurrent use.
+type latencySample struct {
+	mu sync.Mutex
+	ms []float64
+}
+
+func (l *latencySample) add(ms ...float64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	room := max(maxLatencySamples-len(l.ms), 0)
+	l.ms = append(l.ms, ms[:min(len(ms), room)]...)
+}
+
+// reset forgets the sample (what came before a measurement).
+func (l *latencySample) reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.ms = nil
+}
+
+// quantiles returns the sample's p50 and p99 and its size.
+func (l *latencySample) quantiles() (p50, p99 float64, n int) {
+	l.mu.Lock()
+	ls := append([]float64(nil), l.ms...)
+	l.mu.Unlock()
 	if len(ls) == 0 {
 		return 0, 0, 0
 	}
@@ -191,11 +214,5 @@ func (d *Dispatchers) measure(a Area, updates []json.RawMessage, now time.Time) 
 			ms = append(ms, float64(now.Sub(v.UpdatedAt).Microseconds())/1000)
 		}
 	}
-	d.Counts.mu.Lock()
-	for _, m := range ms {
-		if len(d.Counts.latency) < maxLatencySamples {
-			d.Counts.latency = append(d.Counts.latency, m)
-		}
-	}
-	d.Counts.mu.Unlock()
+	d.Counts.latency.add(ms...)
 }

@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -257,32 +256,6 @@ type FanoutReport struct {
 	DispatcherFramesAll int64
 }
 
-// fanLatency is a sample of send-to-receive times in ms, kept only while measuring.
-type fanLatency struct {
-	mu sync.Mutex
-	ms []float64
-}
-
-func (l *fanLatency) add(v float64) {
-	l.mu.Lock()
-	if len(l.ms) < maxLatencySamples {
-		l.ms = append(l.ms, v)
-	}
-	l.mu.Unlock()
-}
-
-func (l *fanLatency) quantiles() (p50, p99 float64, n int) {
-	l.mu.Lock()
-	ls := append([]float64(nil), l.ms...)
-	l.mu.Unlock()
-	if len(ls) == 0 {
-		return 0, 0, 0
-	}
-	sort.Float64s(ls)
-	at := func(q float64) float64 { return ls[min(len(ls)-1, int(q*float64(len(ls))))] }
-	return at(0.5), at(0.99), len(ls)
-}
-
 // Tenths splits the city's box into a 2 x 5 grid: a dispatcher's share of the map.
 func (c City) Tenths() []Area {
 	var out []Area
@@ -315,7 +288,7 @@ func Fanout(ctx context.Context, o FanoutOptions, log zerolog.Logger) (FanoutRep
 	defer cancel()
 	var measuring atomic.Bool
 	var custTracking, custUpdates atomic.Int64
-	var custLat fanLatency
+	var custLat latencySample
 
 	// Drivers: online, a point a second each (phases spread), any offer accepted; in children
 	// past one process's open files.
@@ -375,9 +348,7 @@ func Fanout(ctx context.Context, o FanoutOptions, log zerolog.Logger) (FanoutRep
 	updates0, frames0, sent0, cust0 := disp.Counts.Drivers.Load(), disp.Counts.Frames.Load(), sentN(), custUpdates.Load()
 	start := time.Now()
 	measuring.Store(true)
-	disp.Counts.mu.Lock()
-	disp.Counts.latency = nil
-	disp.Counts.mu.Unlock()
+	disp.Counts.latency.reset()
 	if !sleep(ctx, o.Duration) {
 		return rep, ctx.Err()
 	}
@@ -414,6 +385,17 @@ func Fanout(ctx context.Context, o FanoutOptions, log zerolog.Logger) (FanoutRep
 	return rep, nil
 }
 
+// fanDial opens a socket as the holder of token; the socket closes when ctx ends (unblocking
+// its reader). The caller calls hangUp when done with it.
+func fanDial(ctx context.Context, dialer *websocket.Dialer, url, token string) (ws *websocket.Conn, hangUp func(), err error) {
+	ws, _, err = dialer.DialContext(ctx, url, http.Header{"Authorization": {"Bearer " + token}})
+	if err != nil {
+		return nil, nil, err
+	}
+	stop := context.AfterFunc(ctx, func() { _ = ws.Close() })
+	return ws, func() { stop(); _ = ws.Close() }, nil
+}
+
 // fanDriver holds one driver's socket: online, then a point a second at its phase, accepting
 // any offer, until ctx ends.
 func fanDriver(ctx context.Context, o FanoutOptions, dialer *websocket.Dialer, url, id string, lat, lng float64, phase time.Duration, seed int64, online, sent *atomic.Int64) error {
@@ -421,15 +403,11 @@ func fanDriver(ctx context.Context, o FanoutOptions, dialer *websocket.Dialer, u
 	if err != nil {
 		return err
 	}
-	h := http.Header{}
-	h.Set("Authorization", "Bearer "+tok)
-	ws, _, err := dialer.DialContext(ctx, url, h)
+	ws, hangUp, err := fanDial(ctx, dialer, url, tok)
 	if err != nil {
 		return err
 	}
-	defer ws.Close()
-	stop := context.AfterFunc(ctx, func() { _ = ws.Close() })
-	defer stop()
+	defer hangUp()
 	var wmu sync.Mutex
 	write := func(b []byte) error {
 		wmu.Lock()
@@ -498,21 +476,17 @@ func fanDriver(ctx context.Context, o FanoutOptions, dialer *websocket.Dialer, u
 // fanCustomer books at a point, watches the booking and times every driver.location it gets
 // while measuring.
 func fanCustomer(ctx context.Context, o FanoutOptions, rest *client, dialer *websocket.Dialer, url, id string, lat, lng float64,
-	measuring *atomic.Bool, tracking, updates *atomic.Int64, lat99 *fanLatency) error {
+	measuring *atomic.Bool, tracking, updates *atomic.Int64, lat99 *latencySample) error {
 	var b bookingView
 	body := map[string]any{"pickup": map[string]float64{"lat": lat, "lng": lng}, "hours": 2, "car": map[string]string{"transmission": "manual"}}
 	if err := rest.do(ctx, http.MethodPost, "/v1/bookings", "customer", id, map[string]string{"Idempotency-Key": id + "-" + randomKey()}, body, &b); err != nil {
 		return err
 	}
-	h := http.Header{}
-	h.Set("Authorization", "Bearer "+rest.token("customer", id))
-	ws, _, err := dialer.DialContext(ctx, url, h)
+	ws, hangUp, err := fanDial(ctx, dialer, url, rest.token("customer", id))
 	if err != nil {
 		return err
 	}
-	defer ws.Close()
-	stop := context.AfterFunc(ctx, func() { _ = ws.Close() })
-	defer stop()
+	defer hangUp()
 	data, _ := json.Marshal(map[string]string{"booking_id": b.ID})
 	_ = ws.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	if err := ws.WriteJSON(frame{Type: "watch", Seq: 1, Data: data}); err != nil {

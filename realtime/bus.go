@@ -152,27 +152,35 @@ func (b *Bus) Follow(ctx context.Context, m MatchFeed) error {
 	if err := ps.Subscribe(ctx, b.ch(offerClosedChannel)); err != nil && ctx.Err() == nil {
 		return fmt.Errorf("follow closed offers: %w", err)
 	}
-	ch := ps.Channel(redis.WithChannelSize(8192))
+	receive(ctx, ps.Channel(redis.WithChannelSize(8192)), func(msg *redis.Message) {
+		if msg.Channel == b.ch(offerClosedChannel) {
+			var o closedOffer
+			if json.Unmarshal([]byte(msg.Payload), &o) == nil && o.ID != "" {
+				m.ObserveOfferClosed(dispatch.Offer{ID: o.ID, BookingID: o.BookingID, DriverID: o.DriverID, Status: o.Status})
+			}
+			return
+		}
+		var e dispatch.Event
+		if json.Unmarshal([]byte(msg.Payload), &e) == nil && e.Booking.ID != "" {
+			e.Booking.Version = e.Version // the booking's own JSON leaves it out
+			m.Observe(e.Booking)
+		}
+	})
+	return nil
+}
+
+// receive calls handle with each message of ch, one at a time, until ctx is done or ch is
+// closed (its subscription closed). Hub.Run and Follow read their subscriptions with it.
+func receive(ctx context.Context, ch <-chan *redis.Message, handle func(*redis.Message)) {
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case msg, ok := <-ch:
 			if !ok {
-				return nil
+				return
 			}
-			if msg.Channel == b.ch(offerClosedChannel) {
-				var o closedOffer
-				if json.Unmarshal([]byte(msg.Payload), &o) == nil && o.ID != "" {
-					m.ObserveOfferClosed(dispatch.Offer{ID: o.ID, BookingID: o.BookingID, DriverID: o.DriverID, Status: o.Status})
-				}
-				continue
-			}
-			var e dispatch.Event
-			if json.Unmarshal([]byte(msg.Payload), &e) == nil && e.Booking.ID != "" {
-				e.Booking.Version = e.Version // the booking's own JSON leaves it out
-				m.Observe(e.Booking)
-			}
+			handle(msg)
 		}
 	}
 }

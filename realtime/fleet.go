@@ -13,7 +13,8 @@ import (
 // the region's feed (loc:<region>). A dispatcher whose area is too large to be shown driver by
 // driver is sent per-cell counts made from it (viewer.cells), never the drivers themselves.
 //
-// Lock order: fleet.mu is never held while calling the Hub (subscribe takes Hub.mu).
+// Lock order: fleet.mu is never held while calling the Hub (subscribe takes Hub.subMu and
+// Hub.mu, and waits on Redis).
 type fleet struct {
 	h *Hub
 

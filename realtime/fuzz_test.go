@@ -68,6 +68,7 @@ type fzStore struct {
 	mu       sync.Mutex
 	bookings map[string]dispatch.Booking
 	offers   map[string]dispatch.Offer
+	reads    int // Booking calls
 }
 
 func (s *fzStore) reset() {
@@ -98,6 +99,7 @@ func absent(what, id string) error {
 func (s *fzStore) Booking(_ context.Context, id string) (dispatch.Booking, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.reads++
 	b, ok := s.bookings[id]
 	if !ok {
 		return b, absent("booking", id)

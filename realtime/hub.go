@@ -81,7 +81,8 @@ type Index interface {
 // Hub serves /v1/ws. Run owns the pub/sub goroutine; Shutdown closes every socket with 1001
 // and waits for their goroutines. All methods are safe for concurrent use.
 //
-// Lock order: Hub.mu, then a session's own lock; never the other way.
+// Lock order: Hub.subMu, then Hub.mu, then a session's own lock; never the other way. Nothing
+// holding Hub.mu waits on Redis: only subMu is held across a SUBSCRIBE (syncSubs).
 type Hub struct {
 	*Bus
 	rdb    redis.UniversalClient
@@ -96,9 +97,15 @@ type Hub struct {
 
 	up websocket.Upgrader
 
+	// subMu orders the hub's SUBSCRIBE and UNSUBSCRIBE commands (syncSubs); held across them.
+	subMu sync.Mutex
+
 	mu         sync.Mutex
 	ps         *redis.PubSub
-	subs       map[string]int // channel -> sessions needing it
+	subs       map[string]int      // channel -> sessions needing it
+	live       map[string]bool     // channels ps was told to subscribe (its own set); changed under subMu too
+	dirty      map[string]struct{} // channels whose need began or ended since syncSubs last took them
+	sending    map[string]struct{} // the dirty channels the running syncSubs took
 	drivers    map[string]*driverSession
 	watchers   map[string]map[*viewer]bool // booking id -> customers watching it
 	dispatch   map[*viewer]bool            // dispatchers
@@ -146,7 +153,7 @@ func NewHub(rdb redis.UniversalClient, bus *Bus, svc *dispatch.Service, store di
 		opts.Now = time.Now
 	}
 	h := &Hub{gone: map[string]*time.Timer{}, Bus: bus, rdb: rdb, svc: svc, store: store, index: index, points: points, opts: opts, log: log, m: newMetrics(reg),
-		subs: map[string]int{}, drivers: map[string]*driverSession{}, watchers: map[string]map[*viewer]bool{},
+		subs: map[string]int{}, live: map[string]bool{}, dirty: map[string]struct{}{}, drivers: map[string]*driverSession{}, watchers: map[string]map[*viewer]bool{},
 		dispatch: map[*viewer]bool{}, all: map[*conn]bool{}, seenEvents: newDedupe(4096), versions: newLastVersions(65536), guards: newGuards(opts, reg)}
 	h.fleet = newFleet(h)
 	h.tracks = newTracks(bus, log)
@@ -193,52 +200,47 @@ func (h *Hub) Run(ctx context.Context) error {
 	h.mu.Lock()
 	h.ps = h.rdb.Subscribe(ctx)
 	ps := h.ps
-	early := make([]string, 0, len(h.subs))
-	for c := range h.subs {
-		early = append(early, h.ch(c)) // asked for before Run started
-	}
 	h.mu.Unlock()
-	if len(early) > 0 {
-		if err := ps.Subscribe(ctx, early...); err != nil {
-			return err
-		}
-	}
 	defer ps.Close()
-	ch := ps.Channel(redis.WithChannelSize(4096))
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case msg, ok := <-ch:
-			if !ok {
-				return nil
-			}
-			h.route(ctx, msg.Channel, []byte(msg.Payload))
-		}
+	// What was asked for before Run started.
+	if err := h.syncSubs(ctx); err != nil {
+		return err
 	}
+	receive(ctx, ps.Channel(redis.WithChannelSize(4096)), func(msg *redis.Message) {
+		h.route(ctx, msg.Channel, []byte(msg.Payload))
+	})
+	return nil
 }
 
+// subscribe counts a session's need of channels. It returns once Redis has been asked for
+// each of them (by this call or an earlier one), or at once before Run: the caller may then
+// read the state the channels will bring changes of. An error is logged.
 func (h *Hub) subscribe(ctx context.Context, channels ...string) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	var fresh []string
+	wait := false
 	for _, c := range channels {
 		h.subs[c]++
 		if h.subs[c] == 1 {
-			fresh = append(fresh, h.ch(c))
+			h.dirty[c] = struct{}{}
 		}
+		// Its command is yet to be sent, or being sent by another caller.
+		_, dirty := h.dirty[c]
+		_, sending := h.sending[c]
+		wait = wait || dirty || sending || !h.live[c]
 	}
-	if len(fresh) > 0 && h.ps != nil {
-		if err := h.ps.Subscribe(ctx, fresh...); err != nil {
+	h.mu.Unlock()
+	if wait {
+		if err := h.syncSubs(ctx); err != nil {
 			h.log.Warn().Err(err).Msg("subscribe")
 		}
 	}
 }
 
+// unsubscribe undoes subscribe. It returns once Redis has been told of the channels no
+// session needs any more.
 func (h *Hub) unsubscribe(ctx context.Context, channels ...string) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	var gone []string
+	gone := false
 	for _, c := range channels {
 		if h.subs[c] <= 0 {
 			continue
@@ -246,12 +248,79 @@ func (h *Hub) unsubscribe(ctx context.Context, channels ...string) {
 		h.subs[c]--
 		if h.subs[c] == 0 {
 			delete(h.subs, c)
-			gone = append(gone, h.ch(c))
+			h.dirty[c] = struct{}{}
+			gone = true
 		}
 	}
-	if len(gone) > 0 && h.ps != nil {
-		_ = h.ps.Unsubscribe(ctx, gone...)
+	h.mu.Unlock()
+	if gone {
+		if err := h.syncSubs(ctx); err != nil {
+			h.log.Warn().Err(err).Msg("subscribe") // others' channels, sent with these
+		}
 	}
+}
+
+// syncSubs brings the pub/sub connection's channels to what the sessions need: it subscribes
+// the dirty channels needed and not live, and unsubscribes the live ones needed no more. It
+// returns SUBSCRIBE's error.
+// Hub.mu is held only to read and mark the maps, never across the commands, so routing and
+// sessions opening and closing go on while Redis is slow. subMu is held across them: each
+// call works out what to send from the counts as they are when it starts, and sends it before
+// the next call starts, so however subscribe and unsubscribe calls interleave, the last
+// command sent for a channel is what its count says; when a call returns, what was dirty
+// when it was made has been sent. (The PubSub sends its commands one at a time on its one
+// connection anyway.) Before Run there is no connection: the channels stay dirty for Run.
+func (h *Hub) syncSubs(ctx context.Context) error {
+	h.subMu.Lock()
+	defer h.subMu.Unlock()
+	h.mu.Lock()
+	ps := h.ps
+	if ps == nil {
+		h.mu.Unlock()
+		return nil
+	}
+	var add, drop []string
+	for c := range h.dirty {
+		switch need := h.subs[c] > 0; {
+		case need && !h.live[c]:
+			add = append(add, c)
+		case !need && h.live[c]:
+			drop = append(drop, c)
+		}
+	}
+	h.sending, h.dirty = h.dirty, map[string]struct{}{}
+	h.mu.Unlock()
+	var err error
+	if len(add) > 0 {
+		err = ps.Subscribe(ctx, h.chs(add)...)
+	}
+	if len(drop) > 0 {
+		// A failure leaves nothing to do: the PubSub drops the channels from its set before
+		// sending, and a connection that failed is replaced without them (or Run has ended
+		// and closed the PubSub, when a component failed, before the sockets close).
+		_ = ps.Unsubscribe(ctx, h.chs(drop)...)
+	}
+	// Live even when SUBSCRIBE failed: the PubSub keeps the channels in its set and
+	// subscribes them again as it reconnects.
+	h.mu.Lock()
+	for _, c := range add {
+		h.live[c] = true
+	}
+	for _, c := range drop {
+		delete(h.live, c)
+	}
+	h.sending = nil
+	h.mu.Unlock()
+	return err
+}
+
+// chs is the Redis names of channels.
+func (h *Hub) chs(channels []string) []string {
+	out := make([]string, len(channels))
+	for i, c := range channels {
+		out[i] = h.ch(c)
+	}
+	return out
 }
 
 func (h *Hub) route(ctx context.Context, channel string, payload []byte) {

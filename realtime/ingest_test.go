@@ -102,10 +102,22 @@ func newGateway(t *testing.T, opts Options) *gateway {
 // newGatewayOver is newGateway with the index the hub is given wrapped by wrap (nil: as it is).
 func newGatewayOver(t *testing.T, opts Options, wrap func(*geo.Index) Index) *gateway {
 	t.Helper()
-	addr := os.Getenv("DISPATCH_TEST_REDIS_ADDR")
-	if addr == "" {
-		addr = "127.0.0.1:6379"
+	return newGatewayVia(t, opts, wrap, nil)
+}
+
+// testRedisAddr is the test Redis: DISPATCH_TEST_REDIS_ADDR, by default 127.0.0.1:6379.
+func testRedisAddr() string {
+	if addr := os.Getenv("DISPATCH_TEST_REDIS_ADDR"); addr != "" {
+		return addr
 	}
+	return "127.0.0.1:6379"
+}
+
+// newGatewayVia is newGatewayOver whose hub subscribes through pubsub (nil: the test Redis
+// client everything else uses), which the caller closes.
+func newGatewayVia(t *testing.T, opts Options, wrap func(*geo.Index) Index, pubsub *redis.Client) *gateway {
+	t.Helper()
+	addr := testRedisAddr()
 	rdb := redis.NewClient(&redis.Options{Addr: addr})
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := rdb.Ping(ctx).Err(); err != nil {
@@ -134,7 +146,11 @@ func newGatewayOver(t *testing.T, opts Options, wrap func(*geo.Index) Index) *ga
 	if wrap != nil {
 		index = wrap(x)
 	}
-	hub := NewHub(rdb, NewBus(rdb, prefix, geoGrid), dispatch.NewService(fs, x, nil, dispatch.ServiceOptions{}), fs, index, w, opts, reg, log)
+	var subscriber redis.UniversalClient = rdb
+	if pubsub != nil {
+		subscriber = pubsub
+	}
+	hub := NewHub(subscriber, NewBus(rdb, prefix, geoGrid), dispatch.NewService(fs, x, nil, dispatch.ServiceOptions{}), fs, index, w, opts, reg, log)
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); _ = hub.Run(ctx) }()

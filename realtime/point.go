@@ -230,9 +230,7 @@ func scanNumber(b []byte, i int) (int, bool) {
 	case i < len(b) && b[i] == '0':
 		i++
 	case i < len(b) && b[i] >= '1' && b[i] <= '9':
-		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
-			i++
-		}
+		i = skipDigits(b, i)
 	default:
 		return start, false
 	}
@@ -240,10 +238,7 @@ func scanNumber(b []byte, i int) (int, bool) {
 		integer = false
 		i++
 		d := i
-		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
-			i++
-		}
-		if i == d {
+		if i = skipDigits(b, i); i == d {
 			return start, false
 		}
 	}
@@ -254,14 +249,19 @@ func scanNumber(b []byte, i int) (int, bool) {
 			i++
 		}
 		d := i
-		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
-			i++
-		}
-		if i == d {
+		if i = skipDigits(b, i); i == d {
 			return start, false
 		}
 	}
 	return i, integer
+}
+
+// skipDigits returns the index of the first byte at or after i that is not an ASCII digit.
+func skipDigits(b []byte, i int) int {
+	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+		i++
+	}
+	return i
 }
 
 // appendViews appends views as the JSON array encoding/json makes of them, without reflection

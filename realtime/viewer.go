@@ -49,10 +49,11 @@ type viewer struct {
 	h     *Hub
 	actor dispatch.Actor
 	c     *conn
+	later later // reads off the socket's goroutines: bookings again, surges, new regions
 
 	// watchMu orders the changes of the watched area: watch.area (the socket's backlog), the
 	// adding of regions new since (refreshCounted) and stop. Lock order: watchMu, then mu or
-	// Hub.mu (never taken under either).
+	// the Hub's locks, Hub.subMu and Hub.mu (never taken under any of them).
 	watchMu sync.Mutex
 	stopped bool // guarded by watchMu
 
@@ -70,6 +71,8 @@ type viewer struct {
 	pendB     map[string]dispatch.Booking
 	sentD     map[string]sentMark // what of each driver last left for this socket
 	cellsAt   time.Time
+	surges    map[string]float64 // market cell -> surge, as last read (storeSurges)
+	surgeAsk  []string           // the market cells a read on later is to get; nil: none asked
 }
 
 // sentMark is a driver's last update sent to a socket: its point's time, its state, and when.
@@ -89,6 +92,7 @@ func (v *viewer) start(context.Context) {}
 
 func (v *viewer) stop(ctx context.Context) {
 	h := v.h
+	v.later.close() // first: a job may wait for watchMu (refreshCounted)
 	v.watchMu.Lock()
 	defer v.watchMu.Unlock()
 	v.stopped = true
@@ -180,10 +184,10 @@ func (v *viewer) watch(ctx context.Context, id string) error {
 		// SUBSCRIBE takes effect a moment after it is sent: a change published in between would
 		// be missed, so read once more after that moment (sent only if newer).
 		for _, after := range []time.Duration{300 * time.Millisecond, 1500 * time.Millisecond} {
-			time.AfterFunc(after, func() {
-				cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			v.later.at(time.Now().Add(after), func(ctx context.Context) {
+				ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 				defer cancel()
-				if nb, err := v.h.svc.Booking(cctx, v.actor, id); err == nil {
+				if nb, err := v.h.svc.Booking(ctx, v.actor, id); err == nil {
 					v.booking(nb)
 				}
 			})
@@ -311,7 +315,11 @@ func (v *viewer) watchArea(ctx context.Context, a area) error {
 			}
 		}
 	}
-	nameViews(ctx, h.svc, drivers)
+	if h.svc != nil {
+		// The snapshot's drivers only: the page keeps the names for the updates that follow.
+		// Best effort: a failure leaves ids alone.
+		_ = h.svc.NameViews(ctx, drivers)
+	}
 	bookings := []dispatch.Booking{}
 	for _, st := range []dispatch.Status{dispatch.StatusSearching, dispatch.StatusScheduled, dispatch.StatusAssigned,
 		dispatch.StatusArrived, dispatch.StatusInProgress, dispatch.StatusUnfulfilled} {
@@ -338,14 +346,19 @@ func (v *viewer) watchArea(ctx context.Context, a area) error {
 		mode = "cells"
 	}
 	v.c.send("snapshot", map[string]any{"drivers": drivers, "bookings": bookings, "mode": mode, "res": res})
-	v.c.send("cells", v.cells())
+	// The first cells frame's surges are read here, on the socket's work, which may wait on
+	// Redis; the next frames' by later (pull).
+	cres, cvs := v.countCells()
+	v.storeSurges(ctx, v.marketCells(cres, cvs))
+	v.c.send("cells", v.cellsFrame(cres, cvs))
 	return nil
 }
 
 // refreshCounted adds to an area counted per cell the regions that have held a driver since it
-// was watched (a fleet moving into a new town): their bookings' events and their drivers.
-func (v *viewer) refreshCounted() {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+// was watched (a fleet moving into a new town): their bookings' events and their drivers. It
+// runs on later (pull asks for it).
+func (v *viewer) refreshCounted(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	v.watchMu.Lock()
 	defer v.watchMu.Unlock()
@@ -494,7 +507,7 @@ func (v *viewer) pull() [][]byte {
 		every = time.Second
 		if now.Sub(v.refreshAt) >= 10*time.Second {
 			v.refreshAt = now
-			go v.refreshCounted()
+			v.later.at(now, v.refreshCounted)
 		}
 	}
 	sendCells := now.Sub(v.cellsAt) >= every
@@ -503,7 +516,9 @@ func (v *viewer) pull() [][]byte {
 	}
 	v.mu.Unlock()
 	if sendCells {
-		out = append(out, frame("cells", v.cells()))
+		res, cvs := v.countCells()
+		v.askSurges(v.marketCells(res, cvs))
+		out = append(out, frame("cells", v.cellsFrame(res, cvs)))
 	}
 	return out
 }
@@ -552,9 +567,11 @@ func (cc *cellCounts) driver(c uint64, st dispatch.DriverState, at time.Time) {
 	}
 }
 
-// cells counts the area's drivers by state and its searching bookings per hexagon: from the
-// drivers it was sent one by one, or from the hub's fleet for an area counted per cell.
-func (v *viewer) cells() map[string]any {
+// countCells counts the area's drivers by state and its searching bookings per hexagon: from
+// the drivers it was sent one by one, or from the hub's fleet for an area counted per cell.
+// It returns the cells' resolution and the cells with their H3 and their counts; the surges and
+// the boundaries are cellsFrame's.
+func (v *viewer) countCells() (int, []*cellView) {
 	cc := &cellCounts{now: time.Now(), m: map[uint64]*cellView{}}
 	v.mu.Lock()
 	res, one := v.res, v.one
@@ -582,8 +599,18 @@ func (v *viewer) cells() map[string]any {
 		cv.H3 = h3.Cell(c).String()
 		cvs = append(cvs, cv)
 	}
+	return res, cvs
+}
+
+// cellsFrame is the data of a `cells` frame: the cells counted with their boundaries and, at
+// the market resolution, the surges last read.
+func (v *viewer) cellsFrame(res int, cvs []*cellView) map[string]any {
 	if res == v.h.grid.MarketRes {
-		v.addSurges(cvs)
+		v.mu.Lock()
+		for _, cv := range cvs {
+			cv.Surge = v.surges[cv.H3]
+		}
+		v.mu.Unlock()
 	}
 	out := make([]cellView, 0, len(cvs))
 	for _, cv := range cvs {
@@ -593,25 +620,60 @@ func (v *viewer) cells() map[string]any {
 	return map[string]any{"res": res, "cells": out}
 }
 
-// addSurges sets the surge of the cells counted. It asks Redis, so it is bounded: a slow
-// answer leaves the map uncoloured for one round rather than holding the socket's writer.
-func (v *viewer) addSurges(counts []*cellView) {
-	if v.h.opts.Surges == nil || len(counts) == 0 {
-		return
+// marketCells is the H3 of the cells counted when they are at the market resolution and
+// surges are known (Options.Surges), else nil.
+func (v *viewer) marketCells(res int, cvs []*cellView) []string {
+	if v.h.opts.Surges == nil || res != v.h.grid.MarketRes || len(cvs) == 0 {
+		return nil
 	}
-	ids := make([]string, 0, len(counts))
-	for _, cv := range counts {
+	ids := make([]string, 0, len(cvs))
+	for _, cv := range cvs {
 		ids = append(ids, cv.H3)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	return ids
+}
+
+// askSurges has later read the surges of market cells ids (pull: the socket's writer never
+// waits on Redis), for the next frame; the frame being made has those last read. Asks made
+// while a read is pending are one: the read takes the last cells asked for.
+func (v *viewer) askSurges(ids []string) {
+	if ids == nil {
+		return
+	}
+	v.mu.Lock()
+	pending := v.surgeAsk != nil
+	v.surgeAsk = ids
+	v.mu.Unlock()
+	if !pending {
+		v.later.at(time.Now(), v.readAskedSurges)
+	}
+}
+
+// readAskedSurges reads the surges askSurges asked for (on later).
+func (v *viewer) readAskedSurges(ctx context.Context) {
+	v.mu.Lock()
+	ids := v.surgeAsk
+	v.surgeAsk = nil
+	v.mu.Unlock()
+	v.storeSurges(ctx, ids)
+}
+
+// storeSurges reads the surges of market cells ids for the frames to come (watchArea on the
+// socket's work, later for pull). The read is bounded: a slow answer or an error leaves the
+// map uncoloured for a round rather than hold up what waits behind it.
+func (v *viewer) storeSurges(ctx context.Context, ids []string) {
+	if len(ids) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 	defer cancel()
 	s, err := v.h.opts.Surges(ctx, ids)
 	if err != nil {
-		return
+		s = nil
 	}
-	for _, cv := range counts {
-		cv.Surge = s[cv.H3]
-	}
+	v.mu.Lock()
+	v.surges = s
+	v.mu.Unlock()
 }
 
 // frameHead starts a frame of typ encoded by hand: `{"type":"<typ>","data":` (typ is one of
@@ -625,26 +687,4 @@ func frameHead(b []byte, typ string) []byte {
 func frame(typ string, data any) []byte {
 	b, _ := json.Marshal(outFrame{Type: typ, Data: data})
 	return b
-}
-
-// nameViews gives views their drivers' names and ratings from the profiles (the snapshot only:
-// the page keeps them for the updates that follow). Best effort: a failure leaves ids alone.
-func nameViews(ctx context.Context, svc *dispatch.Service, views []dispatch.DriverView) {
-	if svc == nil || len(views) == 0 {
-		return
-	}
-	ids := make([]string, len(views))
-	for i, v := range views {
-		ids[i] = v.ID
-	}
-	names, err := svc.DriverNames(ctx, ids)
-	if err != nil {
-		return
-	}
-	for i := range views {
-		if n, ok := names[views[i].ID]; ok {
-			r := n.Rating
-			views[i].Name, views[i].Rating = n.Name, &r
-		}
-	}
 }

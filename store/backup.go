@@ -46,38 +46,29 @@ type BackupStats struct {
 	Rows   int64
 }
 
-// rawConn opens a pool of one connection to the database of dsn without the conversions Open
-// asks for (no parseTime): values come back as the text the server prints, which is what a
-// logical backup must keep. CAFile applies as in Open.
-func rawConn(dsn string, opts Options) (*sql.DB, *mysql.Config, error) {
-	cfg, err := mysql.ParseDSN(dsn)
+// rawConn opens one connection to the database of dsn without the conversions Open asks for
+// (no parseTime): values come back as the text the server prints, which is what a logical
+// backup must keep. CAFile applies as in Open. op names the caller in its errors; an
+// unreachable server is ErrUnavailable. The caller calls closeAll when done with conn.
+func rawConn(ctx context.Context, dsn string, opts Options, op string) (conn *sql.Conn, cfg *mysql.Config, closeAll func(), err error) {
+	cfg, err = parseDSN(dsn, opts)
 	if err != nil {
-		return nil, nil, fmt.Errorf("parse mysql dsn: %w", withKind(dispatch.ErrInvalid, err))
-	}
-	if cfg.DBName == "" {
-		return nil, nil, fmt.Errorf("mysql dsn names no database: %w", dispatch.ErrInvalid)
-	}
-	if opts.CAFile != "" {
-		if err := trustOnly(cfg, opts.CAFile); err != nil {
-			return nil, nil, fmt.Errorf("mysql tls: %w", withKind(dispatch.ErrInvalid, err))
-		}
+		return nil, nil, nil, err
 	}
 	cfg.ParseTime = false
-	cfg.InterpolateParams = true
-	if cfg.Timeout == 0 {
-		cfg.Timeout = 5 * time.Second
-	}
-	if cfg.Params == nil {
-		cfg.Params = map[string]string{}
-	}
 	cfg.Params["time_zone"] = "'+00:00'"
 	connector, err := mysql.NewConnector(cfg)
 	if err != nil {
-		return nil, nil, fmt.Errorf("mysql connector: %w", withKind(dispatch.ErrInvalid, err))
+		return nil, nil, nil, fmt.Errorf("mysql connector: %w", withKind(dispatch.ErrInvalid, err))
 	}
 	db := sql.OpenDB(connector)
 	db.SetMaxOpenConns(1)
-	return db, cfg, nil
+	conn, err = db.Conn(ctx)
+	if err != nil {
+		db.Close()
+		return nil, nil, nil, fmt.Errorf("%s %s/%s: %w", op, cfg.Addr, cfg.DBName, withKind(dispatch.ErrUnavailable, err))
+	}
+	return conn, cfg, func() { conn.Close(); db.Close() }, nil
 }
 
 func quoteIdent(name string) string { return "`" + strings.ReplaceAll(name, "`", "``") + "`" }
@@ -98,16 +89,11 @@ func binaryType(dbType string) bool {
 // on error w holds a partial backup, which Restore refuses.
 func Backup(ctx context.Context, dsn string, opts Options, w io.Writer) (BackupStats, error) {
 	var st BackupStats
-	db, cfg, err := rawConn(dsn, opts)
+	conn, cfg, closeAll, err := rawConn(ctx, dsn, opts, "backup")
 	if err != nil {
 		return st, err
 	}
-	defer db.Close()
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		return st, fmt.Errorf("backup %s/%s: %w", cfg.Addr, cfg.DBName, withKind(dispatch.ErrUnavailable, err))
-	}
-	defer conn.Close()
+	defer closeAll()
 	for _, q := range []string{
 		"SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
 		"START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
@@ -237,16 +223,11 @@ func backupTable(ctx context.Context, conn *sql.Conn, w *bufio.Writer, table str
 // empty as it found it. It returns what it loaded.
 func Restore(ctx context.Context, dsn string, opts Options, r io.Reader) (BackupStats, error) {
 	var st BackupStats
-	db, cfg, err := rawConn(dsn, opts)
+	conn, cfg, closeAll, err := rawConn(ctx, dsn, opts, "restore")
 	if err != nil {
 		return st, err
 	}
-	defer db.Close()
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		return st, fmt.Errorf("restore %s/%s: %w", cfg.Addr, cfg.DBName, withKind(dispatch.ErrUnavailable, err))
-	}
-	defer conn.Close()
+	defer closeAll()
 	var existing int
 	if err := conn.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()").Scan(&existing); err != nil {
 		return st, fmt.Errorf("restore: %w", translate(err))

@@ -72,6 +72,17 @@ type outboxRow struct {
 	payload []byte
 }
 
+// event decodes r's event. An unreadable row is logged and ok is false: it was written by this
+// package, so that is never expected, and the relay skips it rather than block every later
+// event behind it.
+func (d *DB) event(r outboxRow) (e dispatch.Event, ok bool) {
+	if err := json.Unmarshal(r.payload, &e); err != nil {
+		d.log.Error().Err(err).Int64("outbox_id", r.id).Msg("outbox row unreadable, skipped")
+		return e, false
+	}
+	return e, true
+}
+
 // relayOnce is one round of the relay; it returns how many events it published.
 func (d *DB) relayOnce(ctx context.Context, pub dispatch.Publisher, claimer string) (int, error) {
 	t := now()
@@ -96,10 +107,8 @@ func (d *DB) relayOnce(ctx context.Context, pub dispatch.Publisher, claimer stri
 		done, pubErr = d.publishBatch(ctx, bp, batch)
 	} else {
 		for _, r := range batch {
-			var e dispatch.Event
-			if err := json.Unmarshal(r.payload, &e); err != nil {
-				// Written by this package, so never expected; skipping beats blocking every later event.
-				d.log.Error().Err(err).Int64("outbox_id", r.id).Msg("outbox row unreadable, skipped")
+			e, ok := d.event(r)
+			if !ok {
 				done = append(done, r.id)
 				continue
 			}
@@ -152,9 +161,8 @@ func (d *DB) publishBatch(ctx context.Context, pub batchPublisher, batch []outbo
 	es := make([]dispatch.Event, 0, len(batch))
 	ids := make([]int64, 0, len(batch))
 	for _, r := range batch {
-		var e dispatch.Event
-		if err := json.Unmarshal(r.payload, &e); err != nil {
-			d.log.Error().Err(err).Int64("outbox_id", r.id).Msg("outbox row unreadable, skipped")
+		e, ok := d.event(r)
+		if !ok {
 			done = append(done, r.id)
 			continue
 		}

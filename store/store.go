@@ -160,28 +160,13 @@ type DB struct {
 // 5 s dial timeout (unless given); it does not migrate (see Migrate). An unreachable server is
 // ErrUnavailable.
 func Open(ctx context.Context, dsn string, opts Options, log zerolog.Logger) (*DB, error) {
-	cfg, err := mysql.ParseDSN(dsn)
+	cfg, err := parseDSN(dsn, opts)
 	if err != nil {
-		return nil, fmt.Errorf("parse mysql dsn: %w", withKind(dispatch.ErrInvalid, err))
-	}
-	if cfg.DBName == "" {
-		return nil, fmt.Errorf("mysql dsn names no database: %w", dispatch.ErrInvalid)
-	}
-	if opts.CAFile != "" {
-		if err := trustOnly(cfg, opts.CAFile); err != nil {
-			return nil, fmt.Errorf("mysql tls: %w", withKind(dispatch.ErrInvalid, err))
-		}
+		return nil, err
 	}
 	cfg.ParseTime = true
 	cfg.Loc = time.UTC
-	cfg.InterpolateParams = true
 	cfg.RejectReadOnly = true
-	if cfg.Timeout == 0 {
-		cfg.Timeout = 5 * time.Second
-	}
-	if cfg.Params == nil {
-		cfg.Params = map[string]string{}
-	}
 	if _, ok := cfg.Params["time_zone"]; !ok {
 		cfg.Params["time_zone"] = "'+00:00'"
 	}
@@ -221,6 +206,32 @@ func Open(ctx context.Context, dsn string, opts Options, log zerolog.Logger) (*D
 	}
 	d.startCommitters()
 	return d, nil
+}
+
+// parseDSN parses dsn (which must name a database) into what Open and rawConn share: TLS
+// against opts.CAFile when given, interpolateParams=true, a 5 s dial timeout unless given, and
+// Params ready to add to. Its errors wrap dispatch.ErrInvalid.
+func parseDSN(dsn string, opts Options) (*mysql.Config, error) {
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("parse mysql dsn: %w", withKind(dispatch.ErrInvalid, err))
+	}
+	if cfg.DBName == "" {
+		return nil, fmt.Errorf("mysql dsn names no database: %w", dispatch.ErrInvalid)
+	}
+	if opts.CAFile != "" {
+		if err := trustOnly(cfg, opts.CAFile); err != nil {
+			return nil, fmt.Errorf("mysql tls: %w", withKind(dispatch.ErrInvalid, err))
+		}
+	}
+	cfg.InterpolateParams = true
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	if cfg.Params == nil {
+		cfg.Params = map[string]string{}
+	}
+	return cfg, nil
 }
 
 // trustOnly makes cfg verify the server against the authorities of the PEM file caFile. It

@@ -1,8 +1,9 @@
-//go:build !prod
-
 // Package storetest gives tests a MySQL database of their own: a fresh database on the test
 // MariaDB (MySQL) or a fresh in-process go-mysql-server (Embedded), removed when the test ends.
 // It never skips: a test that asked for MariaDB and cannot reach it fails, saying why.
+//
+// MySQL and Open build with -tags prod, so that the tests using them are vetted with the
+// production build too; Embedded and Backends do not (embedded.go), as store/embedded does not.
 package storetest
 
 import (
@@ -20,7 +21,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/drivers4me/dispatch/store"
-	"github.com/drivers4me/dispatch/store/embedded"
 )
 
 // EnvDSN names the variable holding the test server's DSN (no database name needed);
@@ -82,19 +82,6 @@ func MySQL(t testing.TB) string {
 	return cfg.FormatDSN()
 }
 
-// Embedded starts an in-process go-mysql-server with an empty database for the test, stops it
-// when the test ends, and returns a DSN for it.
-func Embedded(t testing.TB) string {
-	t.Helper()
-	log := zerolog.New(os.Stderr).Level(zerolog.WarnLevel).With().Timestamp().Logger()
-	dsn, stop, err := embedded.Start(context.Background(), log)
-	if err != nil {
-		t.Fatalf("storetest: start embedded mysql: %v", err)
-	}
-	t.Cleanup(stop)
-	return dsn
-}
-
 // Open opens a store.DB on dsn with the schema migrated, closed when the test ends.
 func Open(t testing.TB, dsn string) *store.DB {
 	t.Helper()
@@ -108,15 +95,4 @@ func Open(t testing.TB, dsn string) *store.DB {
 		t.Fatalf("storetest: migrate: %v", err)
 	}
 	return db
-}
-
-// Backend is a way of getting a test database, for tests that run against each.
-type Backend struct {
-	Name string
-	DSN  func(testing.TB) string
-}
-
-// Backends are MariaDB and the embedded engine, for table-driven tests over both.
-func Backends() []Backend {
-	return []Backend{{Name: "mariadb", DSN: MySQL}, {Name: "embedded", DSN: Embedded}}
 }
