@@ -243,7 +243,7 @@ func (w *Writer) flush(ctx context.Context, f int) {
 	start := time.Now()
 	ws, err := w.x.Write(ctx, batch)
 	if took := time.Since(start); took > 250*time.Millisecond {
-		w.log.Warn().Dur("took", took).Int("points", len(batch)).Err(err).Msg("slow index write")
+		w.log.Warn().Float64("took_ms", float64(took.Microseconds())/1000).Int("points", len(batch)).Err(err).Msg("slow index write")
 	}
 	if err != nil {
 		if w.opts.OnError != nil {

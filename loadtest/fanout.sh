@@ -56,6 +56,9 @@ done
 redis_port=${REDIS_URL##*:}; redis_port=${redis_port%%/*}
 redis=$(pgrep -f "redis-server.*:$redis_port" | head -1 || true)
 pidlist=$(IFS=,; echo "${pids[*]}${redis:+,$redis}")
+redis_host=${REDIS_URL#*://}; redis_host=${redis_host%%/*}
+baseline="$root/../shared/bench/redis-geo-baseline.sh" # the same-run Redis baseline BENCHMARKS.md quotes
+[[ -x $baseline ]] && { echo "# $baseline ${redis_host%:*} ${redis_host#*:}"; "$baseline" "${redis_host%:*}" "${redis_host#*:}"; echo; }
 echo "# $(nproc) CPUs; load average before: $(cut -d' ' -f1-3 /proc/loadavg); $((gateways > 0 ? gateways : 1)) gateway processes"
 echo "# bin/loadtest fanout -url $urls -rest http://127.0.0.1:$port -metrics $metrics -pid $pidlist $*"
 bin/loadtest fanout -url "$urls" -rest "http://127.0.0.1:$port" -metrics "$metrics" -pid "$pidlist" "$@"

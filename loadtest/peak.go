@@ -302,7 +302,7 @@ func Peak(ctx context.Context, o PeakOptions) (*Result, error) {
 	if o.Warmup > 0 {
 		phase("warm-up")
 		if n, ok := warmUp(ctx, o, live); !ok {
-			log.Warn().Int64("arrived", n).Int("drivers", o.Drivers).Dur("warmup", o.Warmup).
+			log.Warn().Int64("arrived", n).Int("drivers", o.Drivers).Float64("warmup_s", o.Warmup.Seconds()).
 				Msg("the warm-up ended before every driver was connected; the demand starts anyway")
 		}
 	}

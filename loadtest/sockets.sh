@@ -51,6 +51,9 @@ done
 for i in $(seq "$gateways"); do
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$((port + i))/readyz" >/dev/null && break; sleep 0.2; done
 done
+redis_host=${REDIS_URL#*://}; redis_host=${redis_host%%/*}
+baseline="$root/../shared/bench/redis-geo-baseline.sh" # the same-run Redis baseline BENCHMARKS.md quotes
+[[ -x $baseline ]] && { echo "# $baseline ${redis_host%:*} ${redis_host#*:}"; "$baseline" "${redis_host%:*}" "${redis_host#*:}"; echo; }
 echo "# $(nproc) CPUs; load average before: $(cut -d' ' -f1-3 /proc/loadavg); redis $(redis-cli -u "$REDIS_URL" info server | grep -o 'redis_version:[0-9.]*')"
 echo "# $gateways gateways; bin/loadtest sockets -rest http://127.0.0.1:$port $*"
 IFS=,
