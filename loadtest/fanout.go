@@ -12,12 +12,10 @@ import (
 	mrand "math/rand"
 	"net/http"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -121,13 +119,9 @@ type fanChildConfig struct {
 // drivers (configuration on stdin, a line of JSON) until stdin ends.
 func RunFanoutChild(ctx context.Context, stdin io.Reader, stdout io.Writer, log zerolog.Logger) error {
 	in := bufio.NewReader(stdin)
-	line, err := in.ReadBytes('\n')
-	if err != nil {
-		return fmt.Errorf("read child configuration: %w", err)
-	}
 	var cfg fanChildConfig
-	if err := json.Unmarshal(line, &cfg); err != nil {
-		return fmt.Errorf("child configuration: %w", err)
+	if err := readChildConfig(in, &cfg); err != nil {
+		return err
 	}
 	for _, u := range cfg.Options.urls() {
 		if err := CheckLoopback(u); err != nil {
@@ -165,59 +159,34 @@ func fanChildren(ctx context.Context, o FanoutOptions) (online, sent func() int6
 		return nil, nil, nil, err
 	}
 	type kid struct {
-		cmd   *exec.Cmd
-		stdin io.WriteCloser
-		mu    sync.Mutex
-		last  fanChildLine
-		done  chan struct{}
+		*spawned
+		mu   sync.Mutex
+		last fanChildLine
 	}
 	var kids []*kid
 	stop = func() {
 		for _, k := range kids {
-			_ = k.stdin.Close()
-		}
-		for _, k := range kids {
-			select {
-			case <-k.done:
-			case <-time.After(20 * time.Second):
-				_ = k.cmd.Process.Kill()
-			}
-			_ = k.cmd.Wait()
+			_ = k.end(20 * time.Second)
 		}
 	}
 	per := (o.Drivers + o.Procs - 1) / o.Procs
 	for first := 0; first < o.Drivers; first += per {
-		k := &kid{cmd: exec.Command(exe, "fanout", "-child"), done: make(chan struct{})}
-		k.cmd.Stderr = os.Stderr
-		k.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		if k.stdin, err = k.cmd.StdinPipe(); err != nil {
-			stop()
-			return nil, nil, nil, err
-		}
-		out, err := k.cmd.StdoutPipe()
-		if err != nil {
-			stop()
-			return nil, nil, nil, err
-		}
-		if err := k.cmd.Start(); err != nil {
-			stop()
-			return nil, nil, nil, err
-		}
-		kids = append(kids, k)
-		b, _ := json.Marshal(fanChildConfig{Options: o, First: first, Count: min(per, o.Drivers-first)})
-		_, _ = k.stdin.Write(append(b, '\n'))
-		go func() {
-			defer close(k.done)
-			sc := bufio.NewScanner(out)
-			for sc.Scan() {
+		k := &kid{}
+		sp, err := spawn(exe, []string{"fanout", "-child"}, fanChildConfig{Options: o, First: first, Count: min(per, o.Drivers-first)}, os.Stderr,
+			func(line []byte) {
 				var l fanChildLine
-				if json.Unmarshal(sc.Bytes(), &l) == nil {
+				if json.Unmarshal(line, &l) == nil {
 					k.mu.Lock()
 					k.last = l
 					k.mu.Unlock()
 				}
-			}
-		}()
+			})
+		if err != nil {
+			stop()
+			return nil, nil, nil, err
+		}
+		k.spawned = sp
+		kids = append(kids, k)
 	}
 	sum := func(f func(fanChildLine) int64) func() int64 {
 		return func() int64 {

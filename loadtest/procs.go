@@ -69,13 +69,9 @@ type childLine struct {
 // cmd/loadtest calls it for `peak -child`; nothing else should.
 func RunChild(ctx context.Context, stdin io.Reader, stdout io.Writer, log zerolog.Logger) error {
 	in := bufio.NewReader(stdin)
-	line, err := in.ReadBytes('\n')
-	if err != nil {
-		return fmt.Errorf("read child configuration: %w", err)
-	}
 	var cfg childConfig
-	if err := json.Unmarshal(line, &cfg); err != nil {
-		return fmt.Errorf("child configuration: %w", err)
+	if err := readChildConfig(in, &cfg); err != nil {
+		return err
 	}
 	if err := CheckLoopback(cfg.URL); err != nil {
 		return err
@@ -128,7 +124,7 @@ func RunChild(ctx context.Context, stdin io.Reader, stdout io.Writer, log zerolo
 			}
 		}
 	}()
-	err = fleet.Run(runCtx)
+	err := fleet.Run(runCtx)
 	close(done)
 	if werr := write(childLine{Result: &childResult{Totals: fleet.Counts.Totals(), Series: series.Data()}}); werr != nil && err == nil {
 		err = werr
@@ -171,21 +167,27 @@ func otpHandler(otp func(ctx context.Context, bookingID string) (string, error))
 	return mux
 }
 
-// child is the parent's handle on one child process.
+// child is the parent's handle on one child process of a peak run.
 type child struct {
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	done  chan struct{} // closed when stdout has ended
+	*spawned
 
 	mu       sync.Mutex
 	progress childProgress
 	result   *childResult
-	err      error
 }
 
-// startChild runs exe with args as a child in its own process group (a Ctrl-C on the terminal
-// reaches the parent only, which then stops the children in order).
-func startChild(exe string, args []string, cfg childConfig, stderr io.Writer) (*child, error) {
+// spawned is a child process of this binary (a slice of a run's sockets): its configuration
+// goes in as the first line of its stdin, and each line it writes to stdout goes to the
+// parent's onLine. Logs go to stderr. It runs in its own process group, so that a Ctrl-C on the
+// terminal reaches the parent only, which then stops its children in order.
+type spawned struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	done  chan struct{} // closed when stdout has ended
+	err   error         // reading stdout failed (read once done is closed)
+}
+
+func spawn(exe string, args []string, cfg any, stderr io.Writer, onLine func([]byte)) (*spawned, error) {
 	cmd := exec.Command(exe, args...)
 	cmd.Stderr = stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -200,7 +202,7 @@ func startChild(exe string, args []string, cfg childConfig, stderr io.Writer) (*
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start child %s: %w", exe, err)
 	}
-	c := &child{cmd: cmd, stdin: stdin, done: make(chan struct{})}
+	s := &spawned{cmd: cmd, stdin: stdin, done: make(chan struct{})}
 	b, _ := json.Marshal(cfg)
 	if _, err := stdin.Write(append(b, '\n')); err != nil {
 		_ = cmd.Process.Kill()
@@ -208,33 +210,67 @@ func startChild(exe string, args []string, cfg childConfig, stderr io.Writer) (*
 		return nil, fmt.Errorf("configure child: %w", err)
 	}
 	go func() {
-		defer close(c.done)
+		defer close(s.done)
 		sc := bufio.NewScanner(stdout)
 		sc.Buffer(make([]byte, 0, 1<<20), 1<<30)
 		for sc.Scan() {
-			var l childLine
-			if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
-				continue
-			}
-			c.mu.Lock()
-			if l.Progress != nil {
-				c.progress = *l.Progress
-			}
-			if l.Result != nil {
-				c.result = l.Result
-			}
-			c.mu.Unlock()
+			onLine(sc.Bytes())
 		}
-		if err := sc.Err(); err != nil {
-			c.mu.Lock()
-			c.err = err
-			c.mu.Unlock()
-		}
+		s.err = sc.Err()
 	}()
-	return c, nil
+	return s, nil
 }
 
-func (c *child) say(word string) { _, _ = io.WriteString(c.stdin, word+"\n") }
+func (s *spawned) say(word string) { _, _ = io.WriteString(s.stdin, word+"\n") }
+
+// end closes the child's stdin (which tells it to stop) and waits for it; past timeout it is
+// killed.
+func (s *spawned) end(timeout time.Duration) error {
+	_ = s.stdin.Close()
+	select {
+	case <-s.done:
+	case <-time.After(timeout):
+		_ = s.cmd.Process.Kill()
+		<-s.done
+	}
+	return errors.Join(s.cmd.Wait(), s.err)
+}
+
+// readChildConfig reads a child's configuration, the first line of its stdin, into cfg.
+func readChildConfig(in *bufio.Reader, cfg any) error {
+	line, err := in.ReadBytes('\n')
+	if err != nil {
+		return fmt.Errorf("read child configuration: %w", err)
+	}
+	if err := json.Unmarshal(line, cfg); err != nil {
+		return fmt.Errorf("child configuration: %w", err)
+	}
+	return nil
+}
+
+// startChild runs a child of a peak run (RunChild) and keeps its last progress and its result.
+func startChild(exe string, args []string, cfg childConfig, stderr io.Writer) (*child, error) {
+	c := &child{}
+	sp, err := spawn(exe, args, cfg, stderr, func(line []byte) {
+		var l childLine
+		if json.Unmarshal(line, &l) != nil {
+			return
+		}
+		c.mu.Lock()
+		if l.Progress != nil {
+			c.progress = *l.Progress
+		}
+		if l.Result != nil {
+			c.result = l.Result
+		}
+		c.mu.Unlock()
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.spawned = sp
+	return c, nil
+}
 
 func (c *child) last() childProgress {
 	c.mu.Lock()
@@ -245,18 +281,11 @@ func (c *child) last() childProgress {
 // finish tells the child to stop and waits for its result; past timeout it is killed.
 func (c *child) finish(timeout time.Duration) (*childResult, error) {
 	c.say("stop")
-	_ = c.stdin.Close()
-	select {
-	case <-c.done:
-	case <-time.After(timeout):
-		_ = c.cmd.Process.Kill()
-		<-c.done
-	}
-	werr := c.cmd.Wait()
+	werr := c.end(timeout)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.result == nil {
-		return nil, fmt.Errorf("child %d gave no result: %w", c.cmd.Process.Pid, errors.Join(werr, c.err, errors.New("see its stderr")))
+		return nil, fmt.Errorf("child %d gave no result: %w", c.cmd.Process.Pid, errors.Join(werr, errors.New("see its stderr")))
 	}
 	return c.result, nil
 }

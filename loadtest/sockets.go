@@ -12,14 +12,12 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -126,13 +124,9 @@ type socketsHolder struct {
 // `sockets -child`).
 func RunSocketsChild(ctx context.Context, stdin io.Reader, stdout io.Writer, log zerolog.Logger) error {
 	in := bufio.NewReader(stdin)
-	line, err := in.ReadBytes('\n')
-	if err != nil {
-		return fmt.Errorf("read child configuration: %w", err)
-	}
 	var cfg socketsChild
-	if err := json.Unmarshal(line, &cfg); err != nil {
-		return fmt.Errorf("child configuration: %w", err)
+	if err := readChildConfig(in, &cfg); err != nil {
+		return err
 	}
 	for _, u := range cfg.URLs {
 		if err := CheckLoopback(u); err != nil {
@@ -377,25 +371,17 @@ func Sockets(ctx context.Context, o SocketsOptions, log zerolog.Logger) (Sockets
 		}
 	}
 
-	var children []*exec.Cmd
 	type kid struct {
-		stdin io.WriteCloser
+		*spawned
 		mu    sync.Mutex
 		last  socketsProgress
-		done  chan struct{}
 		count int
 	}
 	var kids []*kid
 	defer func() {
-		for i, k := range kids {
-			_, _ = io.WriteString(k.stdin, "stop\n")
-			_ = k.stdin.Close()
-			select {
-			case <-k.done:
-			case <-time.After(20 * time.Second):
-				_ = children[i].Process.Kill()
-			}
-			_ = children[i].Wait()
+		for _, k := range kids {
+			k.say("stop")
+			_ = k.end(20 * time.Second)
 		}
 	}()
 	start := time.Now()
@@ -403,36 +389,20 @@ func Sockets(ctx context.Context, o SocketsOptions, log zerolog.Logger) (Sockets
 	for p := 0; p*per < o.Sockets; p++ {
 		cfg := socketsChild{URLs: o.URLs, Secret: o.Secret, First: p * per, Count: min(per, o.Sockets-p*per), Every: o.Every,
 			LocalAddrs: o.LocalAddrs, IDPrefix: o.IDPrefix, Seed: o.Seed + int64(p), City: o.City}
-		cmd := exec.Command(exe, "sockets", "-child")
-		cmd.Stderr = os.Stderr
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		stdin, err := cmd.StdinPipe()
-		if err != nil {
-			return rep, err
-		}
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			return rep, err
-		}
-		if err := cmd.Start(); err != nil {
-			return rep, err
-		}
-		k := &kid{stdin: stdin, done: make(chan struct{}), count: cfg.Count}
-		children, kids = append(children, cmd), append(kids, k)
-		b, _ := json.Marshal(cfg)
-		_, _ = stdin.Write(append(b, '\n'))
-		go func() {
-			defer close(k.done)
-			sc := bufio.NewScanner(stdout)
-			for sc.Scan() {
-				var pr socketsProgress
-				if json.Unmarshal(sc.Bytes(), &pr) == nil {
-					k.mu.Lock()
-					k.last = pr
-					k.mu.Unlock()
-				}
+		k := &kid{count: cfg.Count}
+		sp, err := spawn(exe, []string{"sockets", "-child"}, cfg, os.Stderr, func(line []byte) {
+			var pr socketsProgress
+			if json.Unmarshal(line, &pr) == nil {
+				k.mu.Lock()
+				k.last = pr
+				k.mu.Unlock()
 			}
-		}()
+		})
+		if err != nil {
+			return rep, err
+		}
+		k.spawned = sp
+		kids = append(kids, k)
 	}
 	total := func() (s socketsProgress) {
 		for _, k := range kids {
@@ -533,7 +503,7 @@ func Sockets(ctx context.Context, o SocketsOptions, log zerolog.Logger) (Sockets
 				n = min(left, k.count)
 			}
 			left -= n
-			_, _ = fmt.Fprintf(k.stdin, "storm %d\n", n)
+			k.say(fmt.Sprintf("storm %d", n))
 		}
 		sleep(ctx, time.Second)
 		if !wait(5*time.Minute, func(s socketsProgress) bool { return s.StormLeft == 0 }) {
