@@ -33,7 +33,13 @@ func (s *Service) DriverHello(ctx context.Context, a Actor) (DriverHello, error)
 	} else {
 		h.State = st
 	}
-	res, err := s.store.Resume(ctx, a.ID)
+	var res Resume
+	var err error
+	if s.resumes != nil {
+		res, err = s.resumes.get(ctx, a.ID)
+	} else {
+		res, err = s.store.Resume(ctx, a.ID)
+	}
 	if err != nil {
 		errs = append(errs, fmt.Errorf("resume driver %s: %w", a.ID, err))
 	}

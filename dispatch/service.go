@@ -69,6 +69,8 @@ type Service struct {
 	loc    Locator
 	notify Notifier
 	opts   ServiceOptions
+	// resumes batches drivers' hellos when the store can (ResumeReader); nil: one read each.
+	resumes *resumeBatch
 }
 
 // NewService returns a Service.
@@ -88,7 +90,11 @@ func NewService(store BookingStore, loc Locator, notify Notifier, opts ServiceOp
 	if ps, ok := store.(PeopleStore); ok && opts.People == nil {
 		opts.People = ps
 	}
-	return &Service{store: store, loc: loc, notify: notify, opts: opts}
+	s := &Service{store: store, loc: loc, notify: notify, opts: opts}
+	if rr, ok := store.(ResumeReader); ok {
+		s.resumes = &resumeBatch{read: rr.ResumeMany}
+	}
+	return s
 }
 
 // BookingRequest is a customer's request for a booking (API.md POST /v1/bookings).

@@ -135,14 +135,17 @@ func bookingColsOf(alias string) string {
 	return strings.Join(cols, ", ")
 }
 
-// resumeQuery is what a driver's socket resumes: the candidates for its current booking (as
-// ActiveBookingOf chooses) and its open offers with their bookings, in one statement: a
-// socket's hello costs one query (it cost four, and thousands of drivers connecting at once
-// queued the matcher behind them). Every column has a name of its own: go-mysql-server merges
-// the branches' columns by name.
-var resumeQuery = func() string {
+// resumeSQL reads what n drivers' sockets resume: the candidates for each one's current
+// booking (as ActiveBookingOf chooses) and its open offers with their bookings, in one
+// statement. A socket's hello costs one query (it cost four, and thousands of drivers
+// connecting at once queued the matcher behind them), and sockets opening together share one
+// (dispatch's resume batch). A row's driver is in the offer's driver column, the block's for
+// a current booking's row. Every column has a name of its own: go-mysql-server merges the
+// branches' columns by name.
+func resumeSQL(n int) string {
+	in := "?" + strings.Repeat(", ?", n-1)
 	offer := []string{"o.id", "o.booking_id", "o.driver_id", "o.status", "o.distance_m", "o.region", "o.fence", "o.created_at", "o.expires_at"}
-	noOffer := []string{"''", "''", "''", "''", "0", "''", "0", "b.created_at", "b.created_at"}
+	noOffer := []string{"''", "''", "db.driver_id", "''", "0", "''", "0", "b.created_at", "b.created_at"}
 	book := strings.Split(bookingColsOf("b"), ", ")
 	sel := func(kind string, cols ...[]string) string {
 		out := []string{"'" + kind + "' AS c0"}
@@ -155,18 +158,39 @@ var resumeQuery = func() string {
 		}
 		return "SELECT " + strings.Join(out, ", ")
 	}
-	return sel("a", noOffer, book) + ` FROM bookings b
-	WHERE b.id IN (SELECT booking_id FROM driver_blocks WHERE driver_id = ?)
+	return sel("a", noOffer, book) + ` FROM driver_blocks db JOIN bookings b ON b.id = db.booking_id
+	WHERE db.driver_id IN (` + in + `)
 	AND (b.status IN ('arrived', 'in_progress') OR (b.status = 'assigned' AND b.start_at <= ?))
-	UNION ALL ` + sel("o", offer, book) + ` FROM offers o JOIN bookings b ON b.id = o.booking_id WHERE o.driver_id = ? AND o.status = 'open'`
-}()
+	UNION ALL ` + sel("o", offer, book) + ` FROM offers o JOIN bookings b ON b.id = o.booking_id WHERE o.driver_id IN (` + in + `) AND o.status = 'open'`
+}
 
 // Resume implements dispatch.BookingStore.
 func (d *DB) Resume(ctx context.Context, driverID string) (dispatch.Resume, error) {
-	var r dispatch.Resume
-	rows, err := d.db.QueryContext(ctx, resumeQuery, driverID, now().Add(dispatch.DueWithin), driverID)
+	rs, err := d.ResumeMany(ctx, []string{driverID})
 	if err != nil {
-		return r, fmt.Errorf("resume driver %s: %w", driverID, translate(err))
+		return dispatch.Resume{}, fmt.Errorf("resume driver %s: %w", driverID, err)
+	}
+	return rs[driverID], nil
+}
+
+// ResumeMany is Resume for several drivers in one query (dispatch.ResumeReader); a driver
+// with nothing to resume has no entry.
+func (d *DB) ResumeMany(ctx context.Context, driverIDs []string) (map[string]dispatch.Resume, error) {
+	out := map[string]dispatch.Resume{}
+	if len(driverIDs) == 0 {
+		return out, nil
+	}
+	args := make([]any, 0, 2*len(driverIDs)+1)
+	for _, id := range driverIDs {
+		args = append(args, id)
+	}
+	args = append(args, now().Add(dispatch.DueWithin))
+	for _, id := range driverIDs {
+		args = append(args, id)
+	}
+	rows, err := d.db.QueryContext(ctx, resumeSQL(len(driverIDs)), args...)
+	if err != nil {
+		return nil, fmt.Errorf("resume %d drivers: %w", len(driverIDs), translate(err))
 	}
 	defer rows.Close()
 	for rows.Next() {
@@ -174,24 +198,26 @@ func (d *DB) Resume(ctx context.Context, driverID string) (dispatch.Resume, erro
 		var o dispatch.Offer
 		b, err := scanBooking(rows, &kind, &o.ID, &o.BookingID, &o.DriverID, &status, &o.DistanceM, &o.Region, &o.Fence, &o.CreatedAt, &o.ExpiresAt)
 		if err != nil {
-			return dispatch.Resume{}, fmt.Errorf("resume driver %s: %w", driverID, translate(err))
+			return nil, fmt.Errorf("resume %d drivers: %w", len(driverIDs), translate(err))
 		}
+		r := out[o.DriverID]
 		if kind == "a" {
 			// As ActiveBookingOf: one arrived or in progress first, else the assigned one that
 			// starts first.
 			if r.Active == nil || activeBefore(b, *r.Active) {
 				r.Active = &b
 			}
-			continue
+		} else {
+			o.Status = dispatch.OfferStatus(status)
+			o.CreatedAt, o.ExpiresAt = o.CreatedAt.UTC(), o.ExpiresAt.UTC()
+			r.Offers = append(r.Offers, dispatch.OfferOf{Offer: o, Booking: b})
 		}
-		o.Status = dispatch.OfferStatus(status)
-		o.CreatedAt, o.ExpiresAt = o.CreatedAt.UTC(), o.ExpiresAt.UTC()
-		r.Offers = append(r.Offers, dispatch.OfferOf{Offer: o, Booking: b})
+		out[o.DriverID] = r
 	}
 	if err := rows.Err(); err != nil {
-		return dispatch.Resume{}, fmt.Errorf("resume driver %s: %w", driverID, translate(err))
+		return nil, fmt.Errorf("resume %d drivers: %w", len(driverIDs), translate(err))
 	}
-	return r, nil
+	return out, nil
 }
 
 func activeBefore(a, b dispatch.Booking) bool {

@@ -134,3 +134,49 @@ func TestResume(t *testing.T) {
 		}
 	})
 }
+
+// Sockets opening together resume in one query: each driver gets its own offers and current
+// booking, and one with nothing gets nothing (ResumeMany, as Resume for each).
+func TestResumeMany(t *testing.T) {
+	eachBackend(t, func(t *testing.T, e env) {
+		ctx := context.Background()
+		offered, busy, idle := id("dr"), id("dr"), id("dr")
+		for _, d := range []string{offered, busy, idle} {
+			if err := e.db.UpsertDriver(ctx, dispatch.DriverProfile{ID: d, Name: "Ravi"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		b1, b2, b3 := create(t, e, false), create(t, e, false), create(t, e, false)
+		o1 := offer(t, e, b1, offered, time.Minute)
+		o3 := offer(t, e, b3, busy, time.Minute) // declined below: not open
+		if _, err := e.db.CloseOffer(ctx, o3.ID, busy, dispatch.OfferDeclined, t0); err != nil {
+			t.Fatal(err)
+		}
+		o2 := offer(t, e, b2, busy, time.Minute)
+		if _, err := e.db.AcceptOffer(ctx, o2.ID, dispatch.DriverRef{ID: busy, Name: "Ravi"}, t0); err != nil {
+			t.Fatal(err)
+		}
+		got, err := e.db.ResumeMany(ctx, []string{offered, busy, idle})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := got[offered]; r.Active != nil || len(r.Offers) != 1 || r.Offers[0].Offer.ID != o1.ID || r.Offers[0].Booking.ID != b1.ID {
+			t.Fatalf("the offered driver: got %+v, want offer %s of booking %s only", r, o1.ID, b1.ID)
+		}
+		if r := got[busy]; r.Active == nil || r.Active.ID != b2.ID || len(r.Offers) != 0 {
+			t.Fatalf("the busy driver: got %+v, want booking %s and no offer", r, b2.ID)
+		}
+		if r, ok := got[idle]; ok {
+			t.Fatalf("the idle driver: got %+v, want no entry", r)
+		}
+		for _, d := range []string{offered, busy, idle} {
+			one, err := e.db.Resume(ctx, d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (one.Active == nil) != (got[d].Active == nil) || len(one.Offers) != len(got[d].Offers) {
+				t.Fatalf("driver %s: Resume %+v, ResumeMany %+v", d, one, got[d])
+			}
+		}
+	})
+}
