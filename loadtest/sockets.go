@@ -109,7 +109,7 @@ type heldSocket struct {
 	lat, lng float64
 	mu       sync.Mutex // the socket's writes, and ws itself
 	ws       *websocket.Conn
-	resetAt  atomic.Bool // reset on purpose: the reader's end is no drop
+	stopped  bool // the run is over: a socket's end is no drop (under mu)
 }
 
 type socketsHolder struct {
@@ -199,8 +199,8 @@ func RunSocketsChild(ctx context.Context, stdin io.Reader, stdout io.Writer, log
 		cancel()
 		for _, s := range h.socks {
 			s.mu.Lock()
+			s.stopped = true
 			if s.ws != nil {
-				s.resetAt.Store(true)
 				_ = s.ws.Close()
 			}
 			s.mu.Unlock()
@@ -232,7 +232,6 @@ func (h *socketsHolder) dial(ctx context.Context, s *heldSocket) bool {
 				_ = ws.SetReadDeadline(time.Time{})
 				s.mu.Lock()
 				s.ws = ws
-				s.resetAt.Store(false)
 				s.mu.Unlock()
 				h.connected.Add(1)
 				go h.read(s, ws)
@@ -257,7 +256,15 @@ func (h *socketsHolder) read(s *heldSocket, ws *websocket.Conn) {
 		}
 	}
 	h.connected.Add(-1)
-	if !s.resetAt.Load() {
+	// A socket the storm reset (and maybe dialled again already) is no longer s's: its end
+	// was asked for, whichever of its reader and the new dial gets here first.
+	s.mu.Lock()
+	asked := s.ws != ws || s.stopped
+	if s.ws == ws {
+		s.ws = nil
+	}
+	s.mu.Unlock()
+	if !asked {
 		h.dropped.Add(1)
 	}
 	_ = ws.Close()
@@ -310,7 +317,6 @@ func (h *socketsHolder) storm(ctx context.Context, n int) {
 	for _, s := range h.socks[:n] {
 		s.mu.Lock()
 		if s.ws != nil {
-			s.resetAt.Store(true)
 			if tc, ok := s.ws.NetConn().(*net.TCPConn); ok {
 				_ = tc.SetLinger(0)
 			}
