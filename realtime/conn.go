@@ -72,7 +72,8 @@ type conn struct {
 	endOnce    sync.Once
 
 	mu     sync.Mutex
-	queue  [][]byte               // state frames not yet written, in order (at most stateQueue)
+	queue  [][]byte               // state frames not yet taken by the writer, in order
+	taken  int                    // state frames the writer took last and may still be writing; with queue, at most stateQueue
 	latest map[string]latestFrame // nil until the first latest-wins frame
 	order  []string
 	sentAt map[string]latestSent // what of each latest-wins key last left, and when
@@ -155,7 +156,7 @@ func (c *conn) sendRaw(b []byte) {
 		return
 	}
 	c.mu.Lock()
-	if len(c.queue) >= stateQueue {
+	if len(c.queue)+c.taken >= stateQueue {
 		c.mu.Unlock()
 		c.onDrop("slow_reader")
 		c.close(websocket.CloseTryAgainLater, "too slow a reader")
@@ -217,7 +218,7 @@ func (c *conn) write() {
 	for {
 		c.mu.Lock()
 		q := c.queue
-		c.queue = nil
+		c.queue, c.taken = nil, len(q)
 		ping, tick := c.pingDue, c.tickDue || (c.flush == 0 && len(c.order) > 0)
 		c.pingDue, c.tickDue = false, false
 		bye := len(q) == 0 && c.closed()

@@ -112,7 +112,8 @@ func (h *Hub) readLoop(actor dispatch.Actor, exp time.Time, c *conn, s session, 
 	}()
 	c.ws.SetReadLimit(readLimit)
 	_ = c.ws.SetReadDeadline(time.Now().Add(peerSilence))
-	c.ws.SetPongHandler(func(string) error { return c.ws.SetReadDeadline(time.Now().Add(peerSilence)) })
+	alive := func(string) error { return c.ws.SetReadDeadline(time.Now().Add(peerSilence)) }
+	c.ws.SetPongHandler(alive)
 	work.push(func() { s.start(ctx) })
 	r := &frameReader{h: h, ctx: ctx, c: c, s: s, slot: slot, work: work, fc: fc, extended: time.Now()}
 	// Pings and pongs read while idle (idle.go), answered as gorilla's handlers would.
@@ -120,10 +121,12 @@ func (h *Hub) readLoop(actor dispatch.Actor, exp time.Time, c *conn, s session, 
 		if op == websocket.PingMessage {
 			_ = c.ws.WriteControl(websocket.PongMessage, payload, time.Now().Add(writeWait))
 		}
-		_ = c.ws.SetReadDeadline(time.Now().Add(peerSilence))
+		_ = alive("")
 	}
 	for {
-		if fc != nil && fc.drained() {
+		// A busy socket's reader handles its points itself, its stack grown anyway: it waits in
+		// gorilla, without idle.go's peek (a syscall a frame on the ingestion path).
+		if fc != nil && !r.busy && fc.drained() {
 			fc.idleWait(control)
 		}
 		if !r.next() {
@@ -143,7 +146,8 @@ type frameReader struct {
 	fc       *framedConn
 	buf      []byte // reused frame to frame: nothing read from a frame keeps pointing into it
 	extended time.Time
-	last     time.Time // when the frame before this one was read
+	last     time.Time // when the last frame was read
+	busy     bool      // the last frame came less than busyGap after the one before
 }
 
 // busyGap: a socket that sent its last frame less than this ago is busy, and the read loop
@@ -185,7 +189,7 @@ func (r *frameReader) next() bool {
 		r.extended = now
 	}
 	busy := now.Sub(r.last) < busyGap
-	r.last = now
+	r.last, r.busy = now, busy
 	if !busy {
 		r.buf = nil // a quiet socket keeps no frame buffer between frames (nothing points into it)
 	}

@@ -31,10 +31,11 @@ type framedConn struct {
 	left   int64   // payload bytes of the frame at hand not yet passed
 	ends   []int64 // where the messages passed end (offsets in the stream), oldest first
 	read   int64   // where the last message the read loop took ends
-	// What peek saw (hdr holds the bytes: it is free between messages); peekFn is f.peek, made
-	// once rather than at every wait.
+	// What peek and waiting saw (hdr holds the bytes: it is free between messages); peekFn and
+	// waitingFn are f.peek and f.waiting, made once rather than at every wait.
 	peeked, avail int
 	peekFn        func(fd uintptr) bool
+	waitingFn     func(fd uintptr)
 }
 
 func newFramedConn(c net.Conn) *framedConn {
@@ -42,7 +43,7 @@ func newFramedConn(c net.Conn) *framedConn {
 	if tc, ok := c.(*net.TCPConn); ok {
 		f.raw, _ = tc.SyscallConn()
 	}
-	f.peekFn = f.peek
+	f.peekFn, f.waitingFn = f.peek, f.waiting
 	return f
 }
 
@@ -114,7 +115,8 @@ func payloadLen(h []byte) int64 {
 // tookMessage tells f that the read loop has read a whole message (the oldest passed).
 func (f *framedConn) tookMessage() {
 	if len(f.ends) > 0 {
-		f.read, f.ends = f.ends[0], f.ends[1:]
+		f.read = f.ends[0]
+		f.ends = f.ends[:copy(f.ends, f.ends[1:])] // in place: a message each does not allocate
 	}
 }
 
@@ -138,8 +140,11 @@ func (f *framedConn) idleWait(control func(op int, payload []byte)) {
 		}
 		b0, b1 := f.hdr[0], f.hdr[1]
 		op, size := int(b0&0x0f), 6+int(b1&0x7f)
-		if b0&0x80 == 0 || (op != websocket.PingMessage && op != websocket.PongMessage) || b1&0x80 == 0 || b1&0x7f > 125 || f.avail < size {
-			return // not a whole control frame from a client: gorilla's to read
+		if b0&0x80 == 0 || (op != websocket.PingMessage && op != websocket.PongMessage) || b1&0x80 == 0 || b1&0x7f > 125 {
+			return // not a control frame from a client: gorilla's to read
+		}
+		if f.raw.Control(f.waitingFn) != nil || f.avail < size {
+			return // not all of it here yet: gorilla reads it
 		}
 		frame := make([]byte, size)
 		if _, err := io.ReadFull(f.Conn, frame); err != nil {
@@ -154,8 +159,7 @@ func (f *framedConn) idleWait(control func(op int, payload []byte)) {
 }
 
 // peek looks, without taking them, at the first two bytes waiting on the socket (a frame's
-// header) and how many bytes wait in all; false, to be called again when a byte comes, when
-// none waits.
+// header); false, to be called again when a byte comes, when none waits.
 func (f *framedConn) peek(fd uintptr) bool {
 	n, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&f.hdr[0])), 2,
 		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
@@ -164,12 +168,17 @@ func (f *framedConn) peek(fd uintptr) bool {
 	}
 	if errno == 0 {
 		f.peeked = int(n)
-		var avail int32
-		if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, fd, syscall.TIOCINQ, uintptr(unsafe.Pointer(&avail))); e == 0 {
-			f.avail = int(avail)
-		}
 	}
 	return true
+}
+
+// waiting reads how many bytes wait on the socket (SIOCINQ) into avail: asked only of a control
+// frame's header, not of every data frame.
+func (f *framedConn) waiting(fd uintptr) {
+	var avail int32
+	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, fd, syscall.TIOCINQ, uintptr(unsafe.Pointer(&avail))); e == 0 {
+		f.avail = int(avail)
+	}
 }
 
 // framing hands gorilla's upgrader a framedConn for the connection it hijacks.
